@@ -1,0 +1,69 @@
+//! `dinov2`: DINOv2 self-supervised vision training, data pipeline first.
+
+mod demo;
+mod doctor;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "dinov2",
+    version,
+    about = "DINOv2 self-supervised vision training in Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the machine before a long job: libtorch, CUDA, cuDNN, CPU SIMD, threads, memory, disk.
+    /// Exits non-zero when something would make a run fail or silently fall back to the CPU.
+    Doctor {
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Directory whose free disk space to report (the data or output directory).
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+    },
+    /// The main job on a small built-in default: the doctor's checks, then a timed libtorch
+    /// matrix multiply (GFLOP/s) on the CPU and on each usable GPU, written to --out.
+    Demo {
+        /// Output directory for metrics.jsonl and summary.json.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        /// Square matrix size of the benchmark.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i64).range(16..=16384))]
+        size: i64,
+        /// Timed repetitions (the median is reported).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        reps: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    model::runtime::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor { json, path } => doctor::run(json, &path),
+        Command::Demo { out, size, reps } => demo::run(&out, size, reps),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

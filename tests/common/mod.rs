@@ -1,0 +1,45 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `dinov2` binary cargo built for these tests.
+pub fn dinov2() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dinov2"))
+}
+
+/// Runs a command and returns its output, with stdout and stderr in the panic message on a
+/// spawn failure.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
+}
+
+/// The project venv's Python (made by `scripts/setup.sh --with-reference`), or `$DINOV2_PYTHON`.
+pub fn python() -> PathBuf {
+    std::env::var_os("DINOV2_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+/// Runs a Python reference script in the project venv and returns its stdout.
+pub fn run_python(script: &str) -> String {
+    let py = python();
+    let out = output(Command::new(&py).arg("-c").arg(script));
+    assert!(
+        out.status.success(),
+        "reference script failed under {}:\n{}",
+        py.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 from python")
+}
+
+/// A fresh scratch directory under the target directory, removed first if it exists.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
