@@ -11,4 +11,3 @@ mod libtorch;
 pub use cuda_driver::{CudaDevice, DriverInfo, driver_info};
 pub use cuda_load::{CudaLoad, init};
 pub use libtorch::{EXPECTED_TORCH_VERSION, Libtorch, libtorch};
-
