@@ -1,7 +1,10 @@
 //! `dinov2`: DINOv2 self-supervised vision training, data pipeline first.
 
+mod bench;
+mod convert;
 mod demo;
 mod doctor;
+mod shards;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -43,6 +46,15 @@ enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
         reps: u32,
     },
+    /// Convert an image tree into LMDB or Arrow shards.
+    #[command(subcommand)]
+    Convert(convert::ConvertCommand),
+    /// Inspect or verify a shard directory.
+    #[command(subcommand)]
+    Shards(shards::ShardsCommand),
+    /// Benchmarks, each against its baseline in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +70,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Doctor { json, path } => doctor::run(json, &path),
         Command::Demo { out, size, reps } => demo::run(&out, size, reps),
+        Command::Convert(c) => convert::run(c),
+        Command::Shards(c) => shards::run(c),
+        Command::Bench(c) => bench::run(c),
     };
     match result {
         Ok(code) => code,

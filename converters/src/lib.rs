@@ -1,2 +1,11 @@
 //! Converters: image folder trees into shards, foreign checkpoints into safetensors.
-//! They write through [`pipeline::atomic`] so that partial output never looks complete.
+//! Shards are written under temporary names and renamed when complete, so partial output
+//! never looks complete; see [`convert`] for resumption.
+
+pub mod convert;
+pub mod imagenet;
+pub mod prepare;
+pub mod shard_writer;
+pub mod source;
+pub mod synth;
+pub mod verify;

@@ -2,4 +2,9 @@
 //! This crate never links libtorch.
 
 pub mod atomic;
+pub mod dataset;
+pub mod image_kind;
+pub mod shards;
 pub mod simd;
+
+pub use dataset::{Dataset, Record, open_dataset};

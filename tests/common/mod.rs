@@ -43,3 +43,22 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs `dinov2 ARGS...`, asserting success; returns stdout.
+pub fn dinov2_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = output(dinov2().args(args));
+    assert!(
+        out.status.success(),
+        "dinov2 {args:?} failed ({:?}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `OsStr` arguments from anything path-like.
+#[macro_export]
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new(&$a)),*] };
+}

@@ -1,0 +1,296 @@
+//! A synthetic ImageNet-like tree: synset folders of textured JPEGs with ImageNet's size and
+//! byte statistics, a val split (class folders, or flat with `LOC_val_solution.csv` and the
+//! devkit's ground truth + synset list), and optionally every kind of bad file ImageNet and
+//! real-world trees contain. Deterministic for a seed. Used by tests, benchmarks and the demo.
+
+use anyhow::{Context, Result};
+use std::fmt::Write as _;
+use std::path::Path;
+use turbojpeg::{Image, PixelFormat, Subsamp};
+
+/// How `val/` is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValLayout {
+    /// `val/<synset>/*.JPEG`.
+    Folders,
+    /// `val/ILSVRC2012_val_%08d.JPEG` + `LOC_val_solution.csv` + devkit files.
+    Flat,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct SynthSpec {
+    pub classes: usize,
+    pub train_per_class: usize,
+    pub val_per_class: usize,
+    /// Mean image size; sizes vary ±30 % around it.
+    pub mean_width: u32,
+    pub mean_height: u32,
+    pub quality: u8,
+    pub val_layout: ValLayout,
+    /// Add one of each bad or odd file to `train/` (see [`BAD_FILES`]).
+    pub bad_files: bool,
+    pub seed: u64,
+}
+
+impl Default for SynthSpec {
+    /// ImageNet-like: ~400x350, ~110 KB per image.
+    fn default() -> Self {
+        Self {
+            classes: 10,
+            train_per_class: 20,
+            val_per_class: 5,
+            mean_width: 400,
+            mean_height: 350,
+            quality: 90,
+            val_layout: ValLayout::Folders,
+            bad_files: false,
+            seed: 0,
+        }
+    }
+}
+
+/// The odd files `bad_files` adds to the first class of train, with what a converter should
+/// make of them: `skip:<reason>`, `convert:<kind>` or `ignore`.
+pub const BAD_FILES: [(&str, &str); 8] = [
+    ("zero_byte.JPEG", "skip:empty file"),
+    ("truncated.JPEG", "skip:truncated or corrupt"),
+    ("not_an_image.JPEG", "skip:not an image"),
+    ("dangling_link.JPEG", "skip:unreadable"),
+    ("cmyk.JPEG", "convert:cmyk"),
+    ("grayscale.JPEG", "convert:grayscale"),
+    ("png_in_disguise.JPEG", "convert:png"),
+    ("notes.txt", "ignore"),
+];
+
+/// What was generated.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SynthSummary {
+    pub classes: Vec<String>,
+    pub images: usize,
+    pub bytes: u64,
+}
+
+/// SplitMix64: a tiny deterministic generator, enough for synthetic data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Synset-like class names.
+pub fn class_names(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("n{:08}", 1_440_764 + i * 7_919))
+        .collect()
+}
+
+/// Textured RGB pixels: a class-tinted gradient, a few soft blobs and fine noise, which
+/// compress like photographs (roughly 0.8 bytes per pixel at quality 90).
+pub fn synth_pixels(w: usize, h: usize, class: usize, rng: &mut Rng) -> Vec<u8> {
+    let tint = [(class * 67) % 256, (class * 141) % 256, (class * 29) % 256];
+    let blobs: Vec<(f64, f64, f64, [f64; 3])> = (0..4)
+        .map(|_| {
+            let c = [
+                rng.uniform() * 200.0 - 100.0,
+                rng.uniform() * 200.0 - 100.0,
+                rng.uniform() * 200.0 - 100.0,
+            ];
+            (
+                rng.uniform() * w as f64,
+                rng.uniform() * h as f64,
+                20.0 + rng.uniform() * w as f64 / 3.0,
+                c,
+            )
+        })
+        .collect();
+    let mut px = vec![0u8; w * h * 3];
+    let mut noise = rng.next_u64();
+    for y in 0..h {
+        for x in 0..w {
+            let mut v = [0f64; 3];
+            for (ch, vv) in v.iter_mut().enumerate() {
+                *vv = tint[ch] as f64 * 0.5
+                    + 64.0 * (x as f64 / w as f64)
+                    + 32.0 * (y as f64 / h as f64);
+            }
+            for (bx, by, r, c) in &blobs {
+                let d2 = ((x as f64 - bx).powi(2) + (y as f64 - by).powi(2)) / (r * r);
+                let k = (-d2).exp();
+                for ch in 0..3 {
+                    v[ch] += c[ch] * k;
+                }
+            }
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            let n = (noise & 0x3F) as f64 - 32.0;
+            for ch in 0..3 {
+                px[(y * w + x) * 3 + ch] = (v[ch] + n * 0.9).clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    px
+}
+
+fn encode(
+    px: &[u8],
+    w: usize,
+    h: usize,
+    format: PixelFormat,
+    quality: u8,
+    sub: Subsamp,
+) -> Result<Vec<u8>> {
+    let image = Image {
+        pixels: px,
+        width: w,
+        pitch: w * format.size(),
+        height: h,
+        format,
+    };
+    Ok(turbojpeg::compress(image, quality as i32, sub)?.to_vec())
+}
+
+/// One synthetic JPEG of about the spec's mean size.
+pub fn synth_jpeg(spec: &SynthSpec, class: usize, rng: &mut Rng) -> Result<Vec<u8>> {
+    let w = (spec.mean_width as f64 * (0.7 + 0.6 * rng.uniform())) as usize;
+    let h = (spec.mean_height as f64 * (0.7 + 0.6 * rng.uniform())) as usize;
+    let px = synth_pixels(w.max(8), h.max(8), class, rng);
+    encode(
+        &px,
+        w.max(8),
+        h.max(8),
+        PixelFormat::RGB,
+        spec.quality,
+        Subsamp::Sub2x2,
+    )
+}
+
+fn write(path: &Path, bytes: &[u8], summary: &mut SynthSummary) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    summary.images += 1;
+    summary.bytes += bytes.len() as u64;
+    Ok(())
+}
+
+/// Writes the tree under `root` (which should be empty or absent).
+pub fn generate(root: &Path, spec: &SynthSpec) -> Result<SynthSummary> {
+    let classes = class_names(spec.classes);
+    let mut rng = Rng::new(spec.seed);
+    let mut summary = SynthSummary {
+        classes: classes.clone(),
+        ..Default::default()
+    };
+    for (c, name) in classes.iter().enumerate() {
+        let dir = root.join("train").join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for i in 0..spec.train_per_class {
+            let bytes = synth_jpeg(spec, c, &mut rng)?;
+            write(
+                &dir.join(format!("{name}_{}.JPEG", 10_000 + i * 13)),
+                &bytes,
+                &mut summary,
+            )?;
+        }
+    }
+    let val = root.join("val");
+    std::fs::create_dir_all(&val)?;
+    let mut csv = String::from("ImageId,PredictionString\n");
+    let mut ground_truth = String::new();
+    // The devkit numbers synsets in its own ILSVRC2012_ID order, not sorted order.
+    let ilsvrc_order: Vec<usize> = (0..spec.classes)
+        .map(|i| (i * 7 + 3) % spec.classes)
+        .collect();
+    let mut n = 0;
+    for i in 0..spec.val_per_class {
+        for (c, name) in classes.iter().enumerate() {
+            n += 1;
+            let bytes = synth_jpeg(spec, c, &mut rng)?;
+            let file = format!("ILSVRC2012_val_{n:08}.JPEG");
+            match spec.val_layout {
+                ValLayout::Folders => {
+                    std::fs::create_dir_all(val.join(name))?;
+                    write(&val.join(name).join(&file), &bytes, &mut summary)?;
+                }
+                ValLayout::Flat => {
+                    write(&val.join(&file), &bytes, &mut summary)?;
+                    writeln!(
+                        csv,
+                        "ILSVRC2012_val_{n:08},{name} 10 20 110 120 {name} 5 5 50 60"
+                    )?;
+                    let id = ilsvrc_order.iter().position(|&k| k == c).unwrap() + 1;
+                    writeln!(ground_truth, "{id}")?;
+                }
+            }
+            let _ = i;
+        }
+    }
+    if spec.val_layout == ValLayout::Flat {
+        std::fs::write(root.join("LOC_val_solution.csv"), csv)?;
+        std::fs::write(
+            root.join("ILSVRC2012_validation_ground_truth.txt"),
+            ground_truth,
+        )?;
+        let synsets: String = ilsvrc_order
+            .iter()
+            .map(|&k| format!("{}\n", classes[k]))
+            .collect();
+        std::fs::write(root.join("ILSVRC2012_synsets.txt"), synsets)?;
+    }
+    if spec.bad_files {
+        write_bad_files(&root.join("train").join(&classes[0]), spec, &mut rng)?;
+    }
+    Ok(summary)
+}
+
+fn write_bad_files(dir: &Path, spec: &SynthSpec, rng: &mut Rng) -> Result<()> {
+    let (w, h) = (96usize, 72usize);
+    let rgb = synth_pixels(w, h, 0, rng);
+    let good = encode(&rgb, w, h, PixelFormat::RGB, spec.quality, Subsamp::Sub2x2)?;
+    std::fs::write(dir.join("zero_byte.JPEG"), b"")?;
+    std::fs::write(dir.join("truncated.JPEG"), &good[..good.len() * 3 / 5])?;
+    std::fs::write(
+        dir.join("not_an_image.JPEG"),
+        b"<html>this is not a JPEG</html>\n",
+    )?;
+    let link = dir.join("dangling_link.JPEG");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(dir.join("no-such-target.JPEG"), &link)?;
+    let cmyk: Vec<u8> = rgb
+        .chunks(3)
+        .flat_map(|p| [255 - p[0], 255 - p[1], 255 - p[2], 0])
+        .collect();
+    std::fs::write(
+        dir.join("cmyk.JPEG"),
+        encode(&cmyk, w, h, PixelFormat::CMYK, 95, Subsamp::None)?,
+    )?;
+    let gray: Vec<u8> = rgb.chunks(3).map(|p| p[1]).collect();
+    std::fs::write(
+        dir.join("grayscale.JPEG"),
+        encode(&gray, w, h, PixelFormat::GRAY, 95, Subsamp::Gray)?,
+    )?;
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &rgb,
+        w as u32,
+        h as u32,
+        image::ExtendedColorType::Rgb8,
+    )?;
+    std::fs::write(dir.join("png_in_disguise.JPEG"), png)?;
+    std::fs::write(dir.join("notes.txt"), b"not an image\n")?;
+    Ok(())
+}
