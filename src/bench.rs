@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use converters::convert::{ConvertArgs, OnError, convert};
+use converters::prepare::Validate;
 use converters::source::plan_folder;
 use converters::synth::{SynthSpec, ValLayout, generate};
 use pipeline::shards::ShardFormat;
@@ -16,8 +17,9 @@ const PY_BASELINE: &str = include_str!("../bench/python_lmdb_writer.py");
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Tree -> shards conversion: dinov2 (LMDB and Arrow passthrough, --max-side 256) against
-    /// a straightforward python-lmdb writer, on a generated tree of ImageNet-sized JPEGs.
+    /// Tree -> shards conversion: dinov2 (LMDB and Arrow passthrough with decode or structure
+    /// validation, --max-side 256) against a straightforward python-lmdb writer (PIL header
+    /// only, or PIL decode), on a generated tree of ImageNet-sized JPEGs.
     Convert {
         /// Images in the generated tree (~400x350, ~110 KB each).
         #[arg(long, default_value_t = 2000)]
@@ -125,7 +127,7 @@ fn bench_convert(
     );
 
     type Contender<'a> = (&'a str, Box<dyn Fn(&Path) -> Result<f64> + 'a>);
-    let ours = |format: ShardFormat, max_side: Option<u32>| {
+    let ours = |format: ShardFormat, max_side: Option<u32>, validate: Validate| {
         let train = train.clone();
         Box::new(move |out: &Path| -> Result<f64> {
             let t = Instant::now();
@@ -138,6 +140,7 @@ fn bench_convert(
                 max_side,
                 quality: 90,
                 on_error: OnError::Skip,
+                validate,
                 progress: false,
             };
             let s = convert(&plan, &args)?;
@@ -171,11 +174,25 @@ fn bench_convert(
     let contenders: Vec<Contender> = vec![
         ("python-lmdb, PIL header only", py("header")),
         ("python-lmdb, PIL decode", py("decode")),
-        ("dinov2 lmdb passthrough", ours(ShardFormat::Lmdb, None)),
-        ("dinov2 arrow passthrough", ours(ShardFormat::Arrow, None)),
         (
-            "dinov2 lmdb --max-side 256",
-            ours(ShardFormat::Lmdb, Some(256)),
+            "dinov2 lmdb, --validate decode",
+            ours(ShardFormat::Lmdb, None, Validate::Decode),
+        ),
+        (
+            "dinov2 arrow, --validate decode",
+            ours(ShardFormat::Arrow, None, Validate::Decode),
+        ),
+        (
+            "dinov2 lmdb, --validate structure",
+            ours(ShardFormat::Lmdb, None, Validate::Structure),
+        ),
+        (
+            "dinov2 arrow, --validate structure",
+            ours(ShardFormat::Arrow, None, Validate::Structure),
+        ),
+        (
+            "dinov2 lmdb, --max-side 256",
+            ours(ShardFormat::Lmdb, Some(256), Validate::Decode),
         ),
     ];
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];

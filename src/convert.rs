@@ -4,6 +4,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use converters::convert::{ConvertArgs, ConvertSummary, OnError, convert};
 use converters::imagenet::{Split, ValLabels, plan_imagenet};
+use converters::prepare::Validate;
 use converters::source::{SourcePlan, plan_folder};
 use pipeline::shards::ShardFormat;
 use std::io::IsTerminal;
@@ -67,9 +68,21 @@ pub struct CommonArgs {
     /// What to do with a file that cannot be stored: leave it out (listed in report.json) or stop.
     #[arg(long, value_enum, default_value = "skip")]
     on_error: OnErrorArg,
+    /// How JPEGs passed through untouched are checked: decode (entropy-decode every image at
+    /// 1/8 scale; finds truncated and corrupt files), structure (marker walk to the
+    /// end-of-image marker; finds truncated files, several times faster), none (header only).
+    #[arg(long, value_enum, default_value = "decode")]
+    validate: ValidateArg,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ValidateArg {
+    Decode,
+    Structure,
+    None,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -108,6 +121,11 @@ impl CommonArgs {
             on_error: match self.on_error {
                 OnErrorArg::Skip => OnError::Skip,
                 OnErrorArg::Fail => OnError::Fail,
+            },
+            validate: match self.validate {
+                ValidateArg::Decode => Validate::Decode,
+                ValidateArg::Structure => Validate::Structure,
+                ValidateArg::None => Validate::None,
             },
             progress: std::io::stderr().is_terminal(),
         }

@@ -65,11 +65,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    model::runtime::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Doctor { json, path } => doctor::run(json, &path),
-        Command::Demo { out, size, reps } => demo::run(&out, size, reps),
+        // Commands that use libtorch load its CUDA library first (see model::runtime).
+        Command::Doctor { json, path } => {
+            model::runtime::init();
+            doctor::run(json, &path)
+        }
+        Command::Demo { out, size, reps } => {
+            model::runtime::init();
+            demo::run(&out, size, reps)
+        }
         Command::Convert(c) => convert::run(c),
         Command::Shards(c) => shards::run(c),
         Command::Bench(c) => bench::run(c),

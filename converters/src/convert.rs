@@ -8,7 +8,7 @@
 //! still match are kept, the rest redone. `manifest.json` is written last; its presence means
 //! the conversion is complete. Nothing depends on the worker count or on interruptions.
 
-use crate::prepare::{Codec, Prepared, Skip};
+use crate::prepare::{Codec, Prepared, Skip, Validate};
 use crate::source::{Ignored, SourcePlan};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -54,6 +54,7 @@ pub struct ConvertArgs {
     pub max_side: Option<u32>,
     pub quality: u8,
     pub on_error: OnError,
+    pub validate: Validate,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
 }
@@ -65,6 +66,7 @@ impl ConvertArgs {
             max_side: self.max_side,
             quality: self.quality,
             on_error: self.on_error.name().into(),
+            validate: self.validate.name().into(),
         }
     }
 }
@@ -226,7 +228,22 @@ pub fn convert(plan: &SourcePlan, args: &ConvertArgs) -> Result<ConvertSummary> 
             });
         }
     }
+    let t_jobs = Instant::now();
     let stats = run_jobs(plan, args, &jobs, &mut progress)?;
+    tracing::debug!(
+        "converted {} shards in {:.3} s",
+        jobs.len(),
+        t_jobs.elapsed().as_secs_f64()
+    );
+    let t_sync = Instant::now();
+    // Make this run's shards durable once, before the manifest says they are complete.
+    for job in &jobs {
+        let path = out.join(&job.file);
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", path.display()))?;
+    }
+    tracing::debug!("synced in {:.3} s", t_sync.elapsed().as_secs_f64());
 
     let (manifest, report) = manifest_from(&progress, &plan.ignored);
     write_atomic(&out.join(REPORT_FILE), &serde_json::to_vec_pretty(&report)?)?;
@@ -318,7 +335,7 @@ fn run_jobs(
             let (next, abort, written, item_job, bytes_read) =
                 (&next, &abort, &written, &item_job, &bytes_read);
             scope.spawn(move || {
-                let mut codec = match Codec::new(args.max_side, args.quality) {
+                let mut codec = match Codec::new(args.max_side, args.quality, args.validate) {
                     Ok(c) => c,
                     Err(e) => {
                         abort.store(true, Ordering::SeqCst);
@@ -459,7 +476,13 @@ fn write_in_order(
             let (writer, done) = current.as_mut().unwrap();
             match outcome {
                 Ok(p) => {
-                    writer.append(&entry.key, entry.label, p.width, p.height, &p.bytes)?;
+                    writer.append(
+                        &entry.key,
+                        entry.label,
+                        (p.width, p.height),
+                        p.crc32c,
+                        p.bytes,
+                    )?;
                     done.entry.records += 1;
                     done.resized += p.resized as u64;
                     if let Some(kind) = p.converted {

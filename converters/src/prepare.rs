@@ -27,6 +27,8 @@ impl Skip {
 pub struct Prepared {
     /// JPEG bytes to store.
     pub bytes: Vec<u8>,
+    /// Their CRC-32C (computed by the worker, off the writer's path).
+    pub crc32c: u32,
     /// Original size.
     pub width: u32,
     pub height: u32,
@@ -38,21 +40,44 @@ pub struct Prepared {
     pub misnamed: Option<&'static str>,
 }
 
+/// How a JPEG that is passed through untouched is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validate {
+    /// Entropy-decode the whole image (at 1/8 scale): finds truncation and corrupt data.
+    Decode,
+    /// Walk the marker structure up to the end-of-image marker: finds truncation only.
+    Structure,
+    /// Header only.
+    None,
+}
+
+impl Validate {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::Structure => "structure",
+            Self::None => "none",
+        }
+    }
+}
+
 /// Per-worker codec state (libjpeg-turbo handles, resize buffers).
 pub struct Codec {
     decompressor: Decompressor,
     resizer: Resizer,
     max_side: Option<u32>,
     quality: i32,
+    validate: Validate,
 }
 
 impl Codec {
-    pub fn new(max_side: Option<u32>, quality: u8) -> anyhow::Result<Self> {
+    pub fn new(max_side: Option<u32>, quality: u8, validate: Validate) -> anyhow::Result<Self> {
         Ok(Self {
             decompressor: Decompressor::new()?,
             resizer: Resizer::new(),
             max_side,
             quality: quality as i32,
+            validate,
         })
     }
 
@@ -86,7 +111,12 @@ impl Codec {
         let (w, h) = (header.width as u32, header.height as u32);
         match header.color {
             JpegColor::Rgb if !self.needs_resize(w, h) => {
-                self.validate_jpeg(&bytes)?;
+                match self.validate {
+                    Validate::Decode => self.validate_jpeg(&bytes)?,
+                    Validate::Structure => pipeline::image_kind::jpeg_structure_check(&bytes)
+                        .map_err(|e| Skip::new("truncated or corrupt", format!("{e:#}")))?,
+                    Validate::None => {}
+                }
                 Ok(stored(bytes, w, h, None, false))
             }
             JpegColor::Rgb | JpegColor::Gray => {
@@ -210,8 +240,15 @@ impl Codec {
             height: ph as usize,
             format: PixelFormat::RGB,
         };
-        let jpeg = turbojpeg::compress(image, self.quality, Subsamp::Sub2x2)
-            .map_err(|e| fail(e.to_string()))?;
+        // Conversions keep full chroma resolution (they are rare and should stay faithful);
+        // resize-on-write uses 4:2:0 like the photographs it replaces.
+        let subsamp = if converted.is_some() {
+            Subsamp::None
+        } else {
+            Subsamp::Sub2x2
+        };
+        let jpeg =
+            turbojpeg::compress(image, self.quality, subsamp).map_err(|e| fail(e.to_string()))?;
         Ok(stored(jpeg.to_vec(), ow, oh, converted, resized))
     }
 }
@@ -224,6 +261,7 @@ fn stored(
     resized: bool,
 ) -> Prepared {
     Prepared {
+        crc32c: pipeline::shards::record::checksum(&bytes),
         bytes,
         width,
         height,

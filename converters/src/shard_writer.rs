@@ -3,11 +3,13 @@
 
 use anyhow::{Context, Result};
 use arrow_array::{LargeBinaryArray, RecordBatch, StringArray, UInt32Array};
+use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 use pipeline::shards::ShardFormat;
 use pipeline::shards::record::{self, META_KEY};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,14 +34,23 @@ impl ShardWriter {
         })
     }
 
-    pub fn append(&mut self, key: &str, label: u32, w: u32, h: u32, image: &[u8]) -> Result<()> {
+    /// Adds a record; `crc` is the CRC-32C of `image`.
+    pub fn append(
+        &mut self,
+        key: &str,
+        label: u32,
+        size: (u32, u32),
+        crc: u32,
+        image: Vec<u8>,
+    ) -> Result<()> {
         match self {
-            Self::Lmdb(x) => x.append(key, label, w, h, image),
-            Self::Arrow(x) => x.append(key, label, w, h, image),
+            Self::Lmdb(x) => x.append(key, label, size, crc, image),
+            Self::Arrow(x) => x.append(key, label, size, crc, image),
         }
     }
 
-    /// Writes what is buffered, syncs and closes the file.
+    /// Writes what is buffered and closes the file (not synced: the conversion syncs all of
+    /// its shards once at the end, and a resumed run re-checks checksums instead).
     pub fn finish(self) -> Result<()> {
         match self {
             Self::Lmdb(x) => x.finish(),
@@ -52,8 +63,8 @@ pub struct LmdbWriter {
     path: PathBuf,
     env: Env,
     db: Database<Bytes, Bytes>,
-    /// Encoded records waiting for the next write transaction.
-    pending: Vec<([u8; 10], Vec<u8>)>,
+    /// Records waiting for the next write transaction: key, header + record key, image.
+    pending: Vec<([u8; 10], Vec<u8>, Vec<u8>)>,
     count: u64,
     meta: serde_json::Value,
 }
@@ -94,8 +105,13 @@ impl LmdbWriter {
     fn flush(&mut self) -> Result<()> {
         let write = || -> Result<()> {
             let mut txn = self.env.write_txn()?;
-            for (k, v) in &self.pending {
-                self.db.put(&mut txn, k, v)?;
+            for (k, head, image) in &self.pending {
+                // Header and image go straight into the database page: one copy.
+                self.db
+                    .put_reserved(&mut txn, k, head.len() + image.len(), |space| {
+                        space.write_all(head)?;
+                        space.write_all(image)
+                    })?;
             }
             Ok(txn.commit()?)
         };
@@ -104,9 +120,17 @@ impl LmdbWriter {
         Ok(())
     }
 
-    fn append(&mut self, key: &str, label: u32, w: u32, h: u32, image: &[u8]) -> Result<()> {
-        let value = record::encode(key, label, w, h, image)?;
-        self.pending.push((record::lmdb_key(self.count), value));
+    fn append(
+        &mut self,
+        key: &str,
+        label: u32,
+        size: (u32, u32),
+        crc: u32,
+        image: Vec<u8>,
+    ) -> Result<()> {
+        let head = record::encode_head(key, label, size.0, size.1, crc)?;
+        self.pending
+            .push((record::lmdb_key(self.count), head, image));
         self.count += 1;
         if self.pending.len() >= BATCH {
             self.flush()?;
@@ -122,19 +146,23 @@ impl LmdbWriter {
             .put(&mut txn, META_KEY, &serde_json::to_vec(&self.meta)?)
             .with_context(ctx)?;
         txn.commit().with_context(ctx)?;
-        self.env.force_sync().with_context(ctx)?;
         self.env.prepare_for_closing().wait();
         Ok(())
     }
 }
 
-/// key, label, width, height, image bytes.
-type Row = (String, u32, u32, u32, Vec<u8>);
-
 pub struct ArrowWriter {
     path: PathBuf,
     writer: arrow_ipc::writer::FileWriter<std::io::BufWriter<File>>,
-    rows: Vec<Row>,
+    keys: Vec<String>,
+    labels: Vec<u32>,
+    widths: Vec<u32>,
+    heights: Vec<u32>,
+    crcs: Vec<u32>,
+    /// Image bytes of the batch, back to back, and their offsets: the `image` column is built
+    /// from them without another copy.
+    values: Vec<u8>,
+    offsets: Vec<i64>,
 }
 
 impl ArrowWriter {
@@ -145,46 +173,63 @@ impl ArrowWriter {
         let mut metadata = schema.metadata().clone();
         metadata.insert("dinov2".to_string(), meta.to_string());
         let schema = Arc::new(schema.as_ref().clone().with_metadata(metadata));
-        let writer = arrow_ipc::writer::FileWriter::try_new(
-            std::io::BufWriter::with_capacity(1 << 22, file),
-            &schema,
-        )
-        .with_context(ctx)?;
+        // A small buffer: the large image buffers bypass it and go straight to the file.
+        let out = std::io::BufWriter::with_capacity(1 << 16, file);
+        let writer = arrow_ipc::writer::FileWriter::try_new(out, &schema).with_context(ctx)?;
         Ok(Self {
             path: path.to_path_buf(),
             writer,
-            rows: Vec::with_capacity(BATCH),
+            keys: Vec::new(),
+            labels: Vec::new(),
+            widths: Vec::new(),
+            heights: Vec::new(),
+            crcs: Vec::new(),
+            values: Vec::new(),
+            offsets: vec![0],
         })
     }
 
-    fn append(&mut self, key: &str, label: u32, w: u32, h: u32, image: &[u8]) -> Result<()> {
-        self.rows
-            .push((key.to_string(), label, w, h, image.to_vec()));
-        if self.rows.len() >= BATCH {
+    fn append(
+        &mut self,
+        key: &str,
+        label: u32,
+        size: (u32, u32),
+        crc: u32,
+        image: Vec<u8>,
+    ) -> Result<()> {
+        self.keys.push(key.to_string());
+        self.labels.push(label);
+        self.widths.push(size.0);
+        self.heights.push(size.1);
+        self.crcs.push(crc);
+        self.values.extend_from_slice(&image);
+        self.offsets.push(self.values.len() as i64);
+        if self.keys.len() >= BATCH {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
-        if self.rows.is_empty() {
+        if self.keys.is_empty() {
             return Ok(());
         }
-        let rows = std::mem::take(&mut self.rows);
-        let u32s = |f: fn(&Row) -> u32| Arc::new(UInt32Array::from_iter_values(rows.iter().map(f)));
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let values = std::mem::take(&mut self.values);
+        let image = LargeBinaryArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            Buffer::from_vec(values),
+            None,
+        )?;
         let batch = RecordBatch::try_new(
             Arc::new(self.writer.schema().as_ref().clone()),
             vec![
-                Arc::new(StringArray::from_iter_values(
-                    rows.iter().map(|r| r.0.as_str()),
-                )),
-                u32s(|r| r.1),
-                u32s(|r| r.2),
-                u32s(|r| r.3),
-                u32s(|r| record::checksum(&r.4)),
-                Arc::new(LargeBinaryArray::from_iter_values(
-                    rows.iter().map(|r| r.4.as_slice()),
-                )),
+                Arc::new(StringArray::from_iter_values(self.keys.drain(..))),
+                Arc::new(UInt32Array::from(std::mem::take(&mut self.labels))),
+                Arc::new(UInt32Array::from(std::mem::take(&mut self.widths))),
+                Arc::new(UInt32Array::from(std::mem::take(&mut self.heights))),
+                Arc::new(UInt32Array::from(std::mem::take(&mut self.crcs))),
+                Arc::new(image),
             ],
         )?;
         self.writer
@@ -195,12 +240,8 @@ impl ArrowWriter {
     fn finish(mut self) -> Result<()> {
         self.flush()?;
         self.writer.finish()?;
-        let file = self
-            .writer
-            .into_inner()?
-            .into_inner()
-            .map_err(|e| e.into_error())?;
-        file.sync_all()
-            .with_context(|| format!("syncing Arrow shard {}", self.path.display()))
+        let mut out = self.writer.into_inner()?;
+        out.flush()
+            .with_context(|| format!("writing Arrow shard {}", self.path.display()))
     }
 }

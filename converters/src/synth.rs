@@ -99,7 +99,7 @@ pub fn class_names(n: usize) -> Vec<String> {
 }
 
 /// Textured RGB pixels: a class-tinted gradient, a few soft blobs and fine noise, which
-/// compress like photographs (roughly 0.8 bytes per pixel at quality 90).
+/// compress about as badly as ImageNet photographs (~110 KB at 400x350, quality 90).
 pub fn synth_pixels(w: usize, h: usize, class: usize, rng: &mut Rng) -> Vec<u8> {
     let tint = [(class * 67) % 256, (class * 141) % 256, (class * 29) % 256];
     let blobs: Vec<(f64, f64, f64, [f64; 3])> = (0..4)
@@ -137,9 +137,11 @@ pub fn synth_pixels(w: usize, h: usize, class: usize, rng: &mut Rng) -> Vec<u8> 
             noise ^= noise << 13;
             noise ^= noise >> 7;
             noise ^= noise << 17;
-            let n = (noise & 0x3F) as f64 - 32.0;
+            let luma = (noise & 0x3F) as f64 - 32.0;
             for ch in 0..3 {
-                px[(y * w + x) * 3 + ch] = (v[ch] + n * 0.9).clamp(0.0, 255.0) as u8;
+                let chroma = ((noise >> (8 + 8 * ch)) & 0x1F) as f64 - 16.0;
+                px[(y * w + x) * 3 + ch] =
+                    (v[ch] + luma * 2.8 + chroma * 1.8).clamp(0.0, 255.0) as u8;
             }
         }
     }

@@ -138,7 +138,7 @@ pub fn verify(dir: &Path, workers: usize, show_progress: bool) -> Result<VerifyR
         std::thread::scope(|scope| {
             for _ in 0..workers.max(1) {
                 scope.spawn(|| {
-                    let mut codec = match Codec::new(None, 95) {
+                    let mut codec = match Codec::new(None, 95, crate::prepare::Validate::Decode) {
                         Ok(c) => c,
                         Err(e) => {
                             problems

@@ -95,6 +95,67 @@ pub fn jpeg_header(bytes: &[u8]) -> Result<JpegHeader> {
     })
 }
 
+/// Walks a JPEG's marker segments and entropy-coded scans without decoding them: every
+/// segment must fit in the file and the last scan must be followed by an EOI marker. Catches
+/// truncated and cut-off files (the usual damage) at memchr speed; a bit flip inside the
+/// entropy-coded data needs a decode to be found.
+pub fn jpeg_structure_check(b: &[u8]) -> Result<()> {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        bail!("no JPEG start-of-image marker");
+    }
+    let mut pos = 2;
+    let mut scans = 0;
+    loop {
+        // Next marker: 0xFF (plus fill bytes) and a code.
+        while pos < b.len() && b[pos] == 0xFF && b.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        if pos + 1 >= b.len() {
+            bail!("truncated: the file ends before an end-of-image marker (after {scans} scans)");
+        }
+        if b[pos] != 0xFF {
+            bail!(
+                "corrupt: expected a marker at byte {pos}, found {:#04x}",
+                b[pos]
+            );
+        }
+        let code = b[pos + 1];
+        pos += 2;
+        match code {
+            0xD9 if scans > 0 => return Ok(()),
+            0xD9 => bail!("end-of-image marker before any scan"),
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = b
+            .get(pos..pos + 2)
+            .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
+        else {
+            bail!("truncated inside the marker {code:#04x} segment at byte {pos}");
+        };
+        if len < 2 || pos + len > b.len() {
+            bail!("truncated: the {code:#04x} segment at byte {pos} runs past the end of the file");
+        }
+        pos += len;
+        if code == 0xDA {
+            scans += 1;
+            // Entropy-coded data: 0xFF is followed by 0x00 (stuffing) or a restart marker
+            // until the next real marker.
+            loop {
+                let Some(off) = memchr::memchr(0xFF, &b[pos..]) else {
+                    bail!("truncated: scan {scans} has no end (no end-of-image marker)");
+                };
+                pos += off;
+                match b.get(pos + 1) {
+                    None => bail!("truncated: the file ends inside scan {scans}"),
+                    Some(0x00) | Some(0xD0..=0xD7) | Some(0xFF) => pos += 1,
+                    Some(_) => break,
+                }
+            }
+        }
+    }
+}
+
 /// Width and height of any supported image from its header.
 pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize)> {
     match ImageKind::sniff(bytes) {
@@ -130,6 +191,29 @@ mod tests {
         );
         assert_eq!(ImageKind::sniff(b"hello world"), None);
         assert_eq!(ImageKind::sniff(b""), None);
+    }
+
+    #[test]
+    fn structure_check_finds_truncation() {
+        let px: Vec<u8> = (0..64 * 48 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let img = turbojpeg::Image {
+            pixels: px.as_slice(),
+            width: 64,
+            pitch: 192,
+            height: 48,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        let jpeg = turbojpeg::compress(img, 90, turbojpeg::Subsamp::Sub2x2)
+            .unwrap()
+            .to_vec();
+        jpeg_structure_check(&jpeg).unwrap();
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"trailing garbage");
+        jpeg_structure_check(&trailing).unwrap();
+        for cut in [3, 20, jpeg.len() / 2, jpeg.len() - 2, jpeg.len() - 1] {
+            assert!(jpeg_structure_check(&jpeg[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(jpeg_structure_check(b"\xFF\xD8\xFF\xD9").is_err());
     }
 
     #[test]

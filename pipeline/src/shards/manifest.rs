@@ -38,6 +38,8 @@ pub struct ConvertOptions {
     pub quality: u8,
     /// `skip` or `fail`.
     pub on_error: String,
+    /// How passed-through JPEGs were checked: `decode`, `structure` or `none`.
+    pub validate: String,
 }
 
 /// One shard file.

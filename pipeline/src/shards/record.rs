@@ -47,19 +47,26 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
 }
 
-/// Serialises a record into the LMDB value layout.
-pub fn encode(key: &str, label: u32, width: u32, height: u32, image: &[u8]) -> Result<Vec<u8>> {
+/// The bytes of an LMDB value that precede the image: header and key. `crc` is
+/// [`checksum`] of the image.
+pub fn encode_head(key: &str, label: u32, width: u32, height: u32, crc: u32) -> Result<Vec<u8>> {
     ensure!(
         key.len() <= u16::MAX as usize,
         "key longer than 65535 bytes: {key}"
     );
-    let mut v = Vec::with_capacity(HEADER_LEN + key.len() + image.len());
+    let mut v = Vec::with_capacity(HEADER_LEN + key.len());
     v.extend_from_slice(MAGIC);
-    for x in [label, width, height, checksum(image)] {
+    for x in [label, width, height, crc] {
         v.extend_from_slice(&x.to_le_bytes());
     }
     v.extend_from_slice(&(key.len() as u16).to_le_bytes());
     v.extend_from_slice(key.as_bytes());
+    Ok(v)
+}
+
+/// Serialises a record into the LMDB value layout.
+pub fn encode(key: &str, label: u32, width: u32, height: u32, image: &[u8]) -> Result<Vec<u8>> {
+    let mut v = encode_head(key, label, width, height, checksum(image))?;
     v.extend_from_slice(image);
     Ok(v)
 }
