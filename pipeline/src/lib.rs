@@ -2,8 +2,11 @@
 //! This crate never links libtorch.
 
 pub mod atomic;
+pub mod collate;
 pub mod dataset;
 pub mod image_kind;
+pub mod masking;
+pub mod rng;
 pub mod shards;
 pub mod simd;
 
