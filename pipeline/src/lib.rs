@@ -9,5 +9,6 @@ pub mod masking;
 pub mod rng;
 pub mod shards;
 pub mod simd;
+pub mod transforms;
 
 pub use dataset::{Dataset, Record, open_dataset};
