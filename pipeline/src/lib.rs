@@ -4,9 +4,13 @@
 pub mod atomic;
 pub mod collate;
 pub mod dataset;
+pub mod decode;
 pub mod image_kind;
+pub mod loader;
 pub mod masking;
+pub mod presets;
 pub mod rng;
+pub mod sampler;
 pub mod shards;
 pub mod simd;
 pub mod transforms;

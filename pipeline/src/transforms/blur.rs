@@ -64,8 +64,8 @@ pub fn gaussian_blur(img: &mut RgbImage, size: usize, sigma: f64) {
                 }
             }
             let o = ((y * w + x) * 3) as usize;
-            for c in 0..3 {
-                img.data[o + c] = acc[c].round_ties_even().clamp(0.0, 255.0) as u8;
+            for (v, a) in img.data[o..o + 3].iter_mut().zip(acc) {
+                *v = a.round_ties_even().clamp(0.0, 255.0) as u8;
             }
         }
     }

@@ -1,0 +1,582 @@
+//! The loader: sampler -> read -> decode -> augment -> uint8 batch, on a pool of worker
+//! threads, written straight into batch storage the consumer supplies (pinned memory on a GPU
+//! machine), with a bounded number of batches in flight.
+//!
+//! - **Determinism.** Sample `position` of a run draws its augmentation from the stream
+//!   (seed, epoch, position) and batch `step` its iBOT masks from (seed, epoch, step): the
+//!   output does not depend on the number of workers or on timing, and a run resumes exactly
+//!   from (epoch, step).
+//! - **Backpressure and memory.** Only as many batches are in flight as there are storages;
+//!   workers take one sample job at a time. Memory is the storages plus one decoded image per
+//!   worker.
+//! - **Errors.** A failing record (corrupt shard, undecodable image) or a panicking worker
+//!   ends the epoch with an error naming the record; nothing hangs and no sample is dropped
+//!   silently.
+
+use crate::collate::{BatchMasks, collate_masks};
+use crate::dataset::Dataset;
+use crate::decode::Decoder;
+use crate::masking::MaskingGenerator;
+use crate::presets::{CropGroup, Preset};
+use crate::rng::{PyRandom, Xoshiro, stream_key};
+use crate::sampler::{Sampler, SamplerKind};
+use crate::transforms::Resizer;
+use anyhow::{Context, Result, anyhow, bail};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Memory a batch is written into: one plane per crop group of the preset, each
+/// `count * batch_size * size * size * 3` bytes, crop-major (crop k of every sample, then
+/// crop k+1), like the reference collate's `stack([s[i] for i in crops for s in samples])`.
+pub trait BatchStorage: Send {
+    fn planes(&mut self) -> Vec<&mut [u8]>;
+}
+
+/// Plain heap storage.
+pub struct VecStorage(pub Vec<Vec<u8>>);
+
+impl VecStorage {
+    /// Storage sized for `batch_size` samples of `preset`.
+    pub fn for_preset(preset: &Preset, batch_size: usize) -> Self {
+        Self(
+            preset
+                .groups()
+                .iter()
+                .map(|g| vec![0u8; g.count * batch_size * g.crop_bytes()])
+                .collect(),
+        )
+    }
+}
+
+impl BatchStorage for VecStorage {
+    fn planes(&mut self) -> Vec<&mut [u8]> {
+        self.0.iter_mut().map(|v| v.as_mut_slice()).collect()
+    }
+}
+
+/// iBOT masking settings of the DINOv2 collate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskConfig {
+    pub patch_size: usize,
+    pub ratio: (f64, f64),
+    pub probability: f64,
+}
+
+impl Default for MaskConfig {
+    fn default() -> Self {
+        Self {
+            patch_size: 14,
+            ratio: (0.1, 0.5),
+            probability: 0.5,
+        }
+    }
+}
+
+/// Loader settings.
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    pub preset: Preset,
+    /// Samples per batch on this rank.
+    pub batch_size: usize,
+    pub workers: usize,
+    pub seed: u64,
+    pub sampler: SamplerKind,
+    pub rank: usize,
+    pub world: usize,
+    /// iBOT masks for the global crops (the `dinov2` preset).
+    pub masks: Option<MaskConfig>,
+}
+
+/// Time spent per stage, summed over workers (nanoseconds).
+#[derive(Debug, Default)]
+pub struct StageTimes {
+    pub read: AtomicU64,
+    pub decode: AtomicU64,
+    pub augment: AtomicU64,
+    pub collate: AtomicU64,
+    pub samples: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// One batch. Its storage goes back to the loader when it is dropped; a consumer that keeps
+/// every storage's batch alive stalls the loader until it lets one go.
+pub struct Batch {
+    storage: Option<Box<dyn BatchStorage>>,
+    home: Sender<Box<dyn BatchStorage>>,
+    pub epoch: u64,
+    pub step: u64,
+    /// Dataset index and label of each sample.
+    pub indices: Vec<usize>,
+    pub labels: Vec<u32>,
+    pub masks: Option<BatchMasks>,
+}
+
+impl Batch {
+    /// The crop planes (see [`BatchStorage`]).
+    pub fn planes(&mut self) -> Vec<&mut [u8]> {
+        self.storage
+            .as_mut()
+            .expect("storage present until drop")
+            .planes()
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(s) = self.storage.take() {
+            let _ = self.home.send(s);
+        }
+    }
+}
+
+/// The loader: owns the storages between epochs.
+pub struct Loader {
+    dataset: Arc<dyn Dataset>,
+    cfg: LoaderConfig,
+    groups: Vec<CropGroup>,
+    free_tx: Sender<Box<dyn BatchStorage>>,
+    free_rx: Receiver<Box<dyn BatchStorage>>,
+    n_storages: usize,
+    pub times: Arc<StageTimes>,
+}
+
+/// A pointer to one crop slot inside a storage that is in flight.
+#[derive(Clone, Copy)]
+struct Slot(*mut u8, usize);
+// SAFETY: each slot is a disjoint region of a storage that stays alive and unmoved until all
+// jobs of its batch have reported back.
+unsafe impl Send for Slot {}
+
+struct Job {
+    seq: u64,
+    sample: usize,
+    index: usize,
+    position: u64,
+    slots: Vec<Slot>,
+}
+
+type JobResult = (u64, usize, Result<u32, String>);
+
+impl Loader {
+    /// A loader over `dataset`; `storages` (at least one) bound the batches in flight.
+    pub fn new(
+        dataset: Arc<dyn Dataset>,
+        cfg: LoaderConfig,
+        storages: Vec<Box<dyn BatchStorage>>,
+    ) -> Result<Self> {
+        if storages.is_empty() || cfg.batch_size == 0 || cfg.workers == 0 {
+            bail!(
+                "the loader needs at least one storage, one worker and a batch size of at least 1"
+            );
+        }
+        let groups = cfg.preset.groups();
+        let (free_tx, free_rx) = unbounded();
+        let n_storages = storages.len();
+        for mut s in storages {
+            let sizes: Vec<usize> = s.planes().iter().map(|p| p.len()).collect();
+            let want: Vec<usize> = groups
+                .iter()
+                .map(|g| g.count * cfg.batch_size * g.crop_bytes())
+                .collect();
+            if sizes != want {
+                bail!(
+                    "a batch storage has planes of {sizes:?} bytes; this preset and batch size need {want:?}"
+                );
+            }
+            free_tx.send(s).expect("receiver alive");
+        }
+        Sampler::new(cfg.sampler, dataset.len(), cfg.seed, cfg.rank, cfg.world)?;
+        Ok(Self {
+            dataset,
+            cfg,
+            groups,
+            free_tx,
+            free_rx,
+            n_storages,
+            times: Arc::new(StageTimes::default()),
+        })
+    }
+
+    /// Batches per epoch on this rank (the last partial batch is dropped); `None` if infinite.
+    pub fn steps_per_epoch(&self) -> Option<u64> {
+        let s = Sampler::new(
+            self.cfg.sampler,
+            self.dataset.len(),
+            self.cfg.seed,
+            self.cfg.rank,
+            self.cfg.world,
+        )
+        .ok()?;
+        s.per_rank().map(|n| (n / self.cfg.batch_size) as u64)
+    }
+
+    /// Iterates over `epoch` from `start_step` (for the infinite sampler, positions continue
+    /// from `start_step` and `epoch` only names the run).
+    pub fn epoch(&mut self, epoch: u64, start_step: u64) -> Result<EpochIter<'_>> {
+        let end = self.steps_per_epoch();
+        if let Some(end) = end
+            && start_step > end
+        {
+            bail!("step {start_step} is past the end of the epoch ({end} steps)");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (job_tx, job_rx) = bounded::<Job>(self.cfg.workers * 2);
+        let (res_tx, res_rx) = unbounded::<JobResult>();
+        let mut workers = Vec::new();
+        for _ in 0..self.cfg.workers {
+            let (job_rx, res_tx, ds, preset, stop, times) = (
+                job_rx.clone(),
+                res_tx.clone(),
+                self.dataset.clone(),
+                self.cfg.preset.clone(),
+                stop.clone(),
+                self.times.clone(),
+            );
+            let seed = self.cfg.seed;
+            workers.push(std::thread::spawn(move || {
+                worker(job_rx, res_tx, ds, preset, seed, epoch, stop, times)
+            }));
+        }
+        drop(res_tx);
+        let (out_tx, out_rx) = bounded::<Result<Batch>>(self.n_storages);
+        let coord = Coordinator {
+            dataset: self.dataset.clone(),
+            cfg: self.cfg.clone(),
+            groups: self.groups.clone(),
+            free_rx: self.free_rx.clone(),
+            free_tx: self.free_tx.clone(),
+            epoch,
+            start_step,
+            end_step: end,
+            stop: stop.clone(),
+            times: self.times.clone(),
+        };
+        let handle = std::thread::spawn(move || coord.run(job_tx, res_rx, out_tx));
+        Ok(EpochIter {
+            rx: out_rx,
+            stop,
+            coordinator: Some(handle),
+            workers,
+            _loader: std::marker::PhantomData,
+        })
+    }
+}
+
+/// The batches of one epoch, in step order. It borrows the loader, so the next epoch starts
+/// only after this one's threads are gone.
+pub struct EpochIter<'a> {
+    rx: Receiver<Result<Batch>>,
+    stop: Arc<AtomicBool>,
+    coordinator: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    _loader: std::marker::PhantomData<&'a mut Loader>,
+}
+
+impl Iterator for EpochIter<'_> {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
+        self.rx.recv().ok()
+    }
+}
+
+impl Drop for EpochIter<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Drain so the coordinator is not blocked on a full queue; dropped batches return
+        // their storage.
+        while self.rx.try_recv().is_ok() {}
+        if let Some(h) = self.coordinator.take() {
+            while !h.is_finished() {
+                while self.rx.try_recv().is_ok() {}
+                std::thread::yield_now();
+            }
+            let _ = h.join();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+struct InFlight {
+    storage: Box<dyn BatchStorage>,
+    step: u64,
+    indices: Vec<usize>,
+    labels: Vec<u32>,
+    remaining: usize,
+}
+
+struct Coordinator {
+    dataset: Arc<dyn Dataset>,
+    cfg: LoaderConfig,
+    groups: Vec<CropGroup>,
+    free_rx: Receiver<Box<dyn BatchStorage>>,
+    free_tx: Sender<Box<dyn BatchStorage>>,
+    epoch: u64,
+    start_step: u64,
+    end_step: Option<u64>,
+    stop: Arc<AtomicBool>,
+    times: Arc<StageTimes>,
+}
+
+impl Coordinator {
+    fn run(self, job_tx: Sender<Job>, res_rx: Receiver<JobResult>, out_tx: Sender<Result<Batch>>) {
+        let mut in_flight = BTreeMap::new();
+        let result = self.run_inner(job_tx, res_rx, &out_tx, &mut in_flight);
+        self.stop.store(true, Ordering::SeqCst);
+        // Unfinished batches give their storage back. Workers stop before their next job and
+        // are joined before the loader can start another epoch (EpochIter borrows it).
+        for (_, f) in in_flight {
+            let _ = self.free_tx.send(f.storage);
+        }
+        if let Err(e) = result {
+            let _ = out_tx.send(Err(e));
+        }
+    }
+
+    fn run_inner(
+        &self,
+        job_tx: Sender<Job>,
+        res_rx: Receiver<JobResult>,
+        out_tx: &Sender<Result<Batch>>,
+        in_flight: &mut BTreeMap<u64, InFlight>,
+    ) -> Result<()> {
+        let b = self.cfg.batch_size;
+        let mut sampler = Sampler::new(
+            self.cfg.sampler,
+            self.dataset.len(),
+            self.cfg.seed,
+            self.cfg.rank,
+            self.cfg.world,
+        )?;
+        let generator = self.cfg.masks.as_ref().map(|m| {
+            let crop = self.groups[0].size;
+            let grid = crop / m.patch_size;
+            // As train.py: max_num_patches = 0.5 * S // p * S // p.
+            let max = ((0.5 * crop as f64) as usize / m.patch_size) * crop / m.patch_size;
+            MaskingGenerator::new(grid, grid, 4, max, 0.3, None)
+        });
+        let mut next_step = self.start_step;
+        let mut next_emit = self.start_step;
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let more = self.end_step.is_none_or(|e| next_step < e);
+            // Dispatch a new batch when a storage is free.
+            if more && let Ok(mut storage) = self.free_rx.try_recv() {
+                let step = next_step;
+                next_step += 1;
+                let positions: Vec<u64> = (0..b as u64).map(|i| step * b as u64 + i).collect();
+                let indices: Vec<usize> = positions
+                    .iter()
+                    .map(|&p| sampler.index(self.epoch, p))
+                    .collect();
+                let planes: Vec<(*mut u8, usize)> = storage
+                    .planes()
+                    .into_iter()
+                    .map(|p| (p.as_mut_ptr(), p.len()))
+                    .collect();
+                for (i, (&index, &position)) in indices.iter().zip(&positions).enumerate() {
+                    let mut slots = Vec::new();
+                    for (g, group) in self.groups.iter().enumerate() {
+                        let cb = group.crop_bytes();
+                        for k in 0..group.count {
+                            let offset = (k * b + i) * cb;
+                            debug_assert!(offset + cb <= planes[g].1);
+                            // SAFETY: in bounds (checked sizes at construction); disjoint per (k, i).
+                            slots.push(Slot(unsafe { planes[g].0.add(offset) }, cb));
+                        }
+                    }
+                    job_tx
+                        .send(Job {
+                            seq: step,
+                            sample: i,
+                            index,
+                            position,
+                            slots,
+                        })
+                        .map_err(|_| anyhow!("the loader's workers stopped"))?;
+                }
+                in_flight.insert(
+                    step,
+                    InFlight {
+                        storage,
+                        step,
+                        indices,
+                        labels: vec![0; b],
+                        remaining: b,
+                    },
+                );
+                continue;
+            }
+            if in_flight.is_empty() {
+                if !more {
+                    return Ok(());
+                }
+                // Wait for a storage to come back from the consumer.
+                match self
+                    .free_rx
+                    .recv_timeout(std::time::Duration::from_millis(50))
+                {
+                    Ok(s) => {
+                        self.free_tx.send(s).expect("own channel");
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let (seq, sample, result) =
+                match res_rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                    Ok(r) => r,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(_) => bail!("the loader's workers stopped unexpectedly"),
+                };
+            let entry = in_flight
+                .get_mut(&seq)
+                .expect("result for a batch in flight");
+            match result {
+                Ok(label) => entry.labels[sample] = label,
+                Err(e) => bail!("{e}"),
+            }
+            entry.remaining -= 1;
+            // Emit finished batches in step order.
+            while in_flight.get(&next_emit).is_some_and(|f| f.remaining == 0) {
+                let f = in_flight.remove(&next_emit).unwrap();
+                next_emit += 1;
+                let t = Instant::now();
+                let masks = generator.as_ref().map(|g| {
+                    let m = self.cfg.masks.as_ref().unwrap();
+                    let key = stream_key(self.cfg.seed, &[0x4D41_534B, self.epoch, f.step]);
+                    collate_masks(
+                        self.groups[0].count * b,
+                        m.ratio,
+                        m.probability,
+                        g,
+                        &mut PyRandom::new(key),
+                    )
+                });
+                self.times
+                    .collate
+                    .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                let batch = Batch {
+                    storage: Some(f.storage),
+                    home: self.free_tx.clone(),
+                    epoch: self.epoch,
+                    step: f.step,
+                    indices: f.indices,
+                    labels: f.labels,
+                    masks,
+                };
+                if out_tx.send(Ok(batch)).is_err() {
+                    return Ok(()); // the consumer went away
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    jobs: Receiver<Job>,
+    results: Sender<JobResult>,
+    dataset: Arc<dyn Dataset>,
+    preset: Preset,
+    seed: u64,
+    epoch: u64,
+    stop: Arc<AtomicBool>,
+    times: Arc<StageTimes>,
+) {
+    let mut decoder = match Decoder::new() {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = results.send((0, 0, Err(format!("{e:#}"))));
+            return;
+        }
+    };
+    let mut resizer = Resizer::new();
+    while let Ok(job) = jobs.recv() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let (seq, sample) = (job.seq, job.sample);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            process(
+                &job,
+                &*dataset,
+                &preset,
+                seed,
+                epoch,
+                &mut decoder,
+                &mut resizer,
+                &times,
+            )
+        }))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(anyhow!(
+                "a loader worker panicked on record {}: {}",
+                job.index,
+                msg.unwrap_or_default()
+            ))
+        });
+        if results
+            .send((seq, sample, outcome.map_err(|e| format!("{e:#}"))))
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process(
+    job: &Job,
+    dataset: &dyn Dataset,
+    preset: &Preset,
+    seed: u64,
+    epoch: u64,
+    decoder: &mut Decoder,
+    resizer: &mut Resizer,
+    times: &StageTimes,
+) -> Result<u32> {
+    let t0 = Instant::now();
+    let record = dataset
+        .get(job.index)
+        .with_context(|| format!("loading record {} ({})", job.index, dataset.describe()))?;
+    let t1 = Instant::now();
+    let img = decoder
+        .decode(&record.bytes)
+        .with_context(|| format!("decoding record {} ({})", job.index, record.key))?;
+    let t2 = Instant::now();
+    let mut rng = Xoshiro::stream(seed, &[epoch, job.position]);
+    // SAFETY: see `Slot`.
+    let mut outs: Vec<&mut [u8]> = job
+        .slots
+        .iter()
+        .map(|s| unsafe { std::slice::from_raw_parts_mut(s.0, s.1) })
+        .collect();
+    preset.apply(&img, &mut rng, resizer, &mut outs);
+    let t3 = Instant::now();
+    times
+        .read
+        .fetch_add((t1 - t0).as_nanos() as u64, Ordering::Relaxed);
+    times
+        .decode
+        .fetch_add((t2 - t1).as_nanos() as u64, Ordering::Relaxed);
+    times
+        .augment
+        .fetch_add((t3 - t2).as_nanos() as u64, Ordering::Relaxed);
+    times.samples.fetch_add(1, Ordering::Relaxed);
+    times
+        .bytes
+        .fetch_add(record.bytes.len() as u64, Ordering::Relaxed);
+    Ok(record.label)
+}
