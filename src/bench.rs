@@ -14,6 +14,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 const PY_BASELINE: &str = include_str!("../bench/python_lmdb_writer.py");
+pub const TV_BASELINE: &str = include_str!("../bench/torchvision_loader.py");
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -40,6 +41,48 @@ pub enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// Data loading throughput: images/s, crops/s, MB/s, CPU use and a per-stage breakdown,
+    /// optionally against torchvision's DataLoader on the same images (--compare).
+    Data(DataArgs),
+}
+
+/// Options of `dinov2 bench data`.
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// Shard directory or class-per-subfolder image folder (default: a generated
+    /// ImageNet-like tree of --images JPEGs under --workdir).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Split of a shard directory (or subfolder of a folder tree).
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// linear-train, linear-eval or dinov2.
+    #[arg(long, default_value = "dinov2")]
+    pub preset: String,
+    /// Loader worker threads (default: all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Seconds to measure (after the first batch).
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Also run torchvision's DataLoader (ImageFolder + the reference transforms,
+    /// num_workers = --workers) on the same images and print the ratio; needs a folder tree.
+    #[arg(long)]
+    pub compare: bool,
+    /// Images of the generated tree when --data is not given.
+    #[arg(long, default_value_t = 1000)]
+    pub images: usize,
+    #[arg(long, default_value = "runs/bench-data")]
+    pub workdir: PathBuf,
+    /// Python with torch and torchvision for --compare (default: the project venv).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +103,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             reps,
             python,
         } => bench_convert(images, classes, &workdir, workers, reps, python),
+        BenchCommand::Data(args) => crate::bench_data::run(args),
     }
 }
 
@@ -69,7 +113,7 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn default_python() -> PathBuf {
+pub fn default_python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
 }
 

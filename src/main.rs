@@ -1,6 +1,7 @@
 //! `dinov2`: DINOv2 self-supervised vision training, data pipeline first.
 
 mod bench;
+mod bench_data;
 mod convert;
 mod demo;
 mod doctor;

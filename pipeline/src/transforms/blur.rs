@@ -21,52 +21,58 @@ pub fn gaussian_kernel(size: usize, sigma: f64) -> Vec<f32> {
 /// Index into `[0, n)` with reflect padding (the edge is not repeated).
 #[inline]
 fn reflect(i: isize, n: isize) -> usize {
-    let mut i = i;
-    if i < 0 {
-        i = -i;
-    }
-    if i >= n {
-        i = 2 * (n - 1) - i;
-    }
+    let i = if i < 0 { -i } else { i };
+    let i = if i >= n { 2 * (n - 1) - i } else { i };
     i.clamp(0, n - 1) as usize
+}
+
+/// Round half to even for 0 <= x < 2^22 (the float32 magic-number trick; no libm call).
+#[inline]
+fn round_even(x: f32) -> f32 {
+    (x + 8_388_608.0) - 8_388_608.0
 }
 
 /// Blurs with a `size`-tap kernel of standard deviation `sigma`.
 pub fn gaussian_blur(img: &mut RgbImage, size: usize, sigma: f64) {
     let k = gaussian_kernel(size, sigma);
-    let r = (size / 2) as isize;
-    let (w, h) = (img.width as isize, img.height as isize);
+    let r = size / 2;
+    let (w, h) = (img.width, img.height);
+    let row_len = w * 3;
+    // Horizontal pass into float rows; each source row is reflect-padded once so the inner
+    // loop runs over contiguous values (and vectorises).
     let mut tmp = vec![0f32; img.data.len()];
-    // Rows.
+    let mut padded = vec![0f32; (w + 2 * r) * 3];
     for y in 0..h {
-        let row = &img.data[(y * w * 3) as usize..((y + 1) * w * 3) as usize];
-        for x in 0..w {
-            let mut acc = [0f32; 3];
-            for (t, &kv) in k.iter().enumerate() {
-                let xx = reflect(x + t as isize - r, w) * 3;
-                for c in 0..3 {
-                    acc[c] += kv * row[xx + c] as f32;
-                }
+        let row = &img.data[y * row_len..(y + 1) * row_len];
+        for (px, chunk) in padded.chunks_exact_mut(3).enumerate() {
+            let sx = reflect(px as isize - r as isize, w as isize);
+            for c in 0..3 {
+                chunk[c] = row[sx * 3 + c] as f32;
             }
-            let o = ((y * w + x) * 3) as usize;
-            tmp[o..o + 3].copy_from_slice(&acc);
+        }
+        let out = &mut tmp[y * row_len..(y + 1) * row_len];
+        for (t, &kv) in k.iter().enumerate() {
+            let src = &padded[t * 3..t * 3 + row_len];
+            for (o, s) in out.iter_mut().zip(src) {
+                *o += kv * s;
+            }
         }
     }
-    // Columns.
+    // Vertical pass: rows combined with reflected row indices.
+    let mut acc = vec![0f32; row_len];
     for y in 0..h {
-        for x in 0..w {
-            let mut acc = [0f32; 3];
-            for (t, &kv) in k.iter().enumerate() {
-                let yy = reflect(y + t as isize - r, h);
-                let o = (yy * w as usize + x as usize) * 3;
-                for c in 0..3 {
-                    acc[c] += kv * tmp[o + c];
-                }
+        acc.fill(0.0);
+        for (t, &kv) in k.iter().enumerate() {
+            let sy = reflect(y as isize + t as isize - r as isize, h as isize);
+            for (a, s) in acc.iter_mut().zip(&tmp[sy * row_len..(sy + 1) * row_len]) {
+                *a += kv * s;
             }
-            let o = ((y * w + x) * 3) as usize;
-            for (v, a) in img.data[o..o + 3].iter_mut().zip(acc) {
-                *v = a.round_ties_even().clamp(0.0, 255.0) as u8;
-            }
+        }
+        for (v, a) in img.data[y * row_len..(y + 1) * row_len]
+            .iter_mut()
+            .zip(&acc)
+        {
+            *v = round_even(a.clamp(0.0, 255.0)) as u8;
         }
     }
 }
