@@ -204,3 +204,36 @@ fn memory_stays_bounded() {
         "RSS grew by {grown} bytes"
     );
 }
+
+#[test]
+fn linear_eval_batches_equal_the_transforms_applied_to_full_decodes() {
+    use pipeline::transforms::{Interpolation, Resizer, center_crop, resize_shorter};
+    let ds: Arc<dyn Dataset> = Arc::from(open_dataset(&shards("loader-eval", 4), "train").unwrap());
+    let mut cfg = config(Preset::by_name("linear-eval").unwrap(), 2, 3);
+    cfg.masks = None;
+    cfg.sampler = SamplerKind::Epoch {
+        shuffle: false,
+        drop_last: true,
+    };
+    let mut l = loader(ds.clone(), cfg, 2);
+    let mut decoder = pipeline::decode::Decoder::new().unwrap();
+    let mut resizer = Resizer::new();
+    for b in l.epoch(0, 0).unwrap() {
+        let mut b = b.unwrap();
+        let indices = b.indices.clone();
+        let plane = b.planes()[0].to_vec();
+        for (i, index) in indices.iter().enumerate() {
+            let img = decoder.decode(&ds.get(*index).unwrap().bytes).unwrap();
+            let want = center_crop(
+                &resize_shorter(&img, 256, Interpolation::Bicubic, &mut resizer),
+                224,
+            );
+            let n = 224 * 224 * 3;
+            assert!(
+                plane[i * n..(i + 1) * n] == want.data[..],
+                "sample {i} of step {}",
+                b.step
+            );
+        }
+    }
+}

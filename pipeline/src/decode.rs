@@ -20,12 +20,13 @@ impl Decoder {
 
     /// Full-size RGB, as `PIL.Image.open(f).convert("RGB")`.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<RgbImage> {
-        self.decode_at_least(bytes, 0, 0)
+        self.decode_at_least(bytes, usize::MAX, usize::MAX)
     }
 
     /// RGB at the smallest DCT scale (k/8, k = 1..8) that keeps at least `min_w` x `min_h`
-    /// pixels: a small crop of a large JPEG does not pay for a full-size decode. Scaled
-    /// decodes are not pixel-identical to PIL's full decode followed by a resize.
+    /// pixels (full size when none does): a small crop of a large JPEG does not pay for a
+    /// full-size decode. Scaled decodes are not pixel-identical to PIL's full decode followed
+    /// by a resize.
     pub fn decode_at_least(
         &mut self,
         bytes: &[u8],
