@@ -6,7 +6,7 @@ use clap::Subcommand;
 use converters::convert::{ConvertArgs, OnError, convert};
 use converters::prepare::Validate;
 use converters::source::plan_folder;
-use converters::synth::{SynthSpec, ValLayout, generate};
+use converters::synth::{SynthSpec, ValLayout, generate_cached};
 use pipeline::shards::ShardFormat;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -138,22 +138,7 @@ fn bench_convert(
         val_layout: ValLayout::Folders,
         ..SynthSpec::default()
     };
-    let tree = workdir.join("tree");
-    let stamp = tree.join(".synth.json");
-    let stamp_text = format!("{spec:?}");
-    let summary_path = workdir.join("tree-summary.json");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(stamp_text.as_str()) {
-        let _ = std::fs::remove_dir_all(&tree);
-        eprintln!(
-            "generating {} ImageNet-sized JPEGs in {} ...",
-            spec.classes * spec.train_per_class,
-            tree.display()
-        );
-        let summary = generate(&tree, &spec)?;
-        pipeline::atomic::write_atomic(&summary_path, &serde_json::to_vec_pretty(&summary)?)?;
-        std::fs::write(&stamp, &stamp_text)?;
-    }
-    let train = tree.join("train");
+    let train = generate_cached(&workdir.join("tree"), &spec)?;
     // Warm the page cache so every contender reads from memory.
     let mut total_bytes = 0u64;
     let mut n_images = 0usize;

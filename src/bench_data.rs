@@ -3,7 +3,7 @@
 
 use crate::bench::DataArgs;
 use anyhow::{Context, Result, bail};
-use converters::synth::{SynthSpec, ValLayout, generate};
+use converters::synth::{SynthSpec, ValLayout, generate_cached};
 use pipeline::dataset::open_dataset;
 use pipeline::loader::{BatchStorage, Loader, LoaderConfig, MaskConfig, VecStorage};
 use pipeline::presets::Preset;
@@ -57,20 +57,7 @@ fn generated_tree(workdir: &Path, images: usize) -> Result<PathBuf> {
         val_layout: ValLayout::Folders,
         ..SynthSpec::default()
     };
-    let tree = workdir.join("tree");
-    let stamp = tree.join(".synth.json");
-    let text = format!("{spec:?}");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(text.as_str()) {
-        let _ = std::fs::remove_dir_all(&tree);
-        eprintln!(
-            "generating {} ImageNet-sized JPEGs in {} ...",
-            spec.classes * spec.train_per_class,
-            tree.display()
-        );
-        generate(&tree, &spec)?;
-        std::fs::write(&stamp, text)?;
-    }
-    Ok(tree.join("train"))
+    generate_cached(&workdir.join("tree"), &spec)
 }
 
 pub fn run(args: DataArgs) -> Result<ExitCode> {

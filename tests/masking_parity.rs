@@ -42,23 +42,16 @@ fn collate_masks_equal_the_reference_for_the_same_seed() {
         (12345, 5, 98),
         (7, 3, 518),
     ] {
-        let out = output(
-            std::process::Command::new(python())
-                .arg("-c")
-                .arg(REFERENCE)
-                .args([
-                    seed.to_string(),
-                    batch.to_string(),
-                    img.to_string(),
-                    "14".into(),
-                ]),
+        let stdout = run_python_with(
+            REFERENCE,
+            &[
+                seed.to_string(),
+                batch.to_string(),
+                img.to_string(),
+                "14".into(),
+            ],
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         let grid = img / 14;
         let generator = MaskingGenerator::new(
             grid,

@@ -68,21 +68,6 @@ fn scratch_root() -> std::path::PathBuf {
     p
 }
 
-fn run_python_with(script: &str, argv: &[&str]) -> String {
-    let out = output(
-        std::process::Command::new(python())
-            .arg("-c")
-            .arg(script)
-            .args(argv),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn python_lmdb_and_pyarrow_read_the_same_records() {
     let dir = scratch("interop");

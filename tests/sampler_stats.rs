@@ -51,24 +51,17 @@ fn crop_and_jitter_parameters_follow_torchvision() {
         (400, 350, (0.05, 0.32)),
         (1000, 120, (0.08, 1.0)),
     ] {
-        let out = output(
-            std::process::Command::new(python())
-                .arg("-c")
-                .arg(REFERENCE)
-                .args([
-                    n.to_string(),
-                    w.to_string(),
-                    h.to_string(),
-                    scale.0.to_string(),
-                    scale.1.to_string(),
-                ]),
+        let stdout = run_python_with(
+            REFERENCE,
+            &[
+                n.to_string(),
+                w.to_string(),
+                h.to_string(),
+                scale.0.to_string(),
+                scale.1.to_string(),
+            ],
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         let theirs: Vec<[f64; 4]> = r["crops"]
             .as_array()
             .unwrap()
@@ -150,7 +143,8 @@ fn crop_and_jitter_parameters_follow_torchvision() {
 
 #[test]
 fn decoder_gives_pillows_pixels() {
-    use converters::synth::{Rng as SynthRng, SynthSpec, synth_jpeg};
+    use converters::synth::{SynthSpec, synth_jpeg};
+    use pipeline::rng::Xoshiro as SynthRng;
     let dir = scratch("decode-parity");
     let mut rng = SynthRng::new(5);
     let mut decoder = pipeline::decode::Decoder::new().unwrap();

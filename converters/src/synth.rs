@@ -4,6 +4,7 @@
 //! real-world trees contain. Deterministic for a seed. Used by tests, benchmarks and the demo.
 
 use anyhow::{Context, Result};
+use pipeline::rng::{Rng as _, Xoshiro};
 use std::fmt::Write as _;
 use std::path::Path;
 use turbojpeg::{Image, PixelFormat, Subsamp};
@@ -71,26 +72,6 @@ pub struct SynthSummary {
     pub bytes: u64,
 }
 
-/// SplitMix64: a tiny deterministic generator, enough for synthetic data.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Synset-like class names.
 pub fn class_names(n: usize) -> Vec<String> {
     (0..n)
@@ -100,19 +81,19 @@ pub fn class_names(n: usize) -> Vec<String> {
 
 /// Textured RGB pixels: a class-tinted gradient, a few soft blobs and fine noise, which
 /// compress about as badly as ImageNet photographs (~110 KB at 400x350, quality 90).
-pub fn synth_pixels(w: usize, h: usize, class: usize, rng: &mut Rng) -> Vec<u8> {
+pub fn synth_pixels(w: usize, h: usize, class: usize, rng: &mut Xoshiro) -> Vec<u8> {
     let tint = [(class * 67) % 256, (class * 141) % 256, (class * 29) % 256];
     let blobs: Vec<(f64, f64, f64, [f64; 3])> = (0..4)
         .map(|_| {
             let c = [
-                rng.uniform() * 200.0 - 100.0,
-                rng.uniform() * 200.0 - 100.0,
-                rng.uniform() * 200.0 - 100.0,
+                rng.random() * 200.0 - 100.0,
+                rng.random() * 200.0 - 100.0,
+                rng.random() * 200.0 - 100.0,
             ];
             (
-                rng.uniform() * w as f64,
-                rng.uniform() * h as f64,
-                20.0 + rng.uniform() * w as f64 / 3.0,
+                rng.random() * w as f64,
+                rng.random() * h as f64,
+                20.0 + rng.random() * w as f64 / 3.0,
                 c,
             )
         })
@@ -167,9 +148,9 @@ fn encode(
 }
 
 /// One synthetic JPEG of about the spec's mean size.
-pub fn synth_jpeg(spec: &SynthSpec, class: usize, rng: &mut Rng) -> Result<Vec<u8>> {
-    let w = (spec.mean_width as f64 * (0.7 + 0.6 * rng.uniform())) as usize;
-    let h = (spec.mean_height as f64 * (0.7 + 0.6 * rng.uniform())) as usize;
+pub fn synth_jpeg(spec: &SynthSpec, class: usize, rng: &mut Xoshiro) -> Result<Vec<u8>> {
+    let w = (spec.mean_width as f64 * (0.7 + 0.6 * rng.random())) as usize;
+    let h = (spec.mean_height as f64 * (0.7 + 0.6 * rng.random())) as usize;
     let px = synth_pixels(w.max(8), h.max(8), class, rng);
     encode(
         &px,
@@ -188,10 +169,28 @@ fn write(path: &Path, bytes: &[u8], summary: &mut SynthSummary) -> Result<()> {
     Ok(())
 }
 
+/// `root/train` of a tree made by [`generate`], made only when `root` does not already hold
+/// the tree of this exact spec (benchmarks reuse their trees across runs).
+pub fn generate_cached(root: &Path, spec: &SynthSpec) -> Result<std::path::PathBuf> {
+    let stamp = root.join(".synth.json");
+    let text = format!("{spec:?}");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(text.as_str()) {
+        let _ = std::fs::remove_dir_all(root);
+        let n = spec.classes * (spec.train_per_class + spec.val_per_class);
+        eprintln!(
+            "generating {n} ImageNet-sized JPEGs in {} ...",
+            root.display()
+        );
+        generate(root, spec)?;
+        std::fs::write(&stamp, text)?;
+    }
+    Ok(root.join("train"))
+}
+
 /// Writes the tree under `root` (which should be empty or absent).
 pub fn generate(root: &Path, spec: &SynthSpec) -> Result<SynthSummary> {
     let classes = class_names(spec.classes);
-    let mut rng = Rng::new(spec.seed);
+    let mut rng = Xoshiro::new(spec.seed);
     let mut summary = SynthSummary {
         classes: classes.clone(),
         ..Default::default()
@@ -258,7 +257,7 @@ pub fn generate(root: &Path, spec: &SynthSpec) -> Result<SynthSummary> {
     Ok(summary)
 }
 
-fn write_bad_files(dir: &Path, spec: &SynthSpec, rng: &mut Rng) -> Result<()> {
+fn write_bad_files(dir: &Path, spec: &SynthSpec, rng: &mut Xoshiro) -> Result<()> {
     let (w, h) = (96usize, 72usize);
     let rgb = synth_pixels(w, h, 0, rng);
     let good = encode(&rgb, w, h, PixelFormat::RGB, spec.quality, Subsamp::Sub2x2)?;

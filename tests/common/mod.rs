@@ -25,8 +25,13 @@ pub fn python() -> PathBuf {
 
 /// Runs a Python reference script in the project venv and returns its stdout.
 pub fn run_python(script: &str) -> String {
+    run_python_with::<&str>(script, &[])
+}
+
+/// Runs a Python reference script with arguments (`sys.argv[1:]`) and returns its stdout.
+pub fn run_python_with<S: AsRef<std::ffi::OsStr>>(script: &str, argv: &[S]) -> String {
     let py = python();
-    let out = output(Command::new(&py).arg("-c").arg(script));
+    let out = output(Command::new(&py).arg("-c").arg(script).args(argv));
     assert!(
         out.status.success(),
         "reference script failed under {}:\n{}",
