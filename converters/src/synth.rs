@@ -9,6 +9,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use turbojpeg::{Image, PixelFormat, Subsamp};
 
+/// Bumped whenever the generated pixels change.
+pub const SYNTH_VERSION: u32 = 2;
+
 /// How `val/` is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValLayout {
@@ -173,7 +176,8 @@ fn write(path: &Path, bytes: &[u8], summary: &mut SynthSummary) -> Result<()> {
 /// the tree of this exact spec (benchmarks reuse their trees across runs).
 pub fn generate_cached(root: &Path, spec: &SynthSpec) -> Result<std::path::PathBuf> {
     let stamp = root.join(".synth.json");
-    let text = format!("{spec:?}");
+    // The generator's own version is part of the key: a changed generator makes a new tree.
+    let text = format!("{SYNTH_VERSION} {spec:?}");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(text.as_str()) {
         let _ = std::fs::remove_dir_all(root);
         let n = spec.classes * (spec.train_per_class + spec.val_per_class);
