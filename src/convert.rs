@@ -31,6 +31,19 @@ pub enum ConvertCommand {
         #[arg(long, requires = "val_ground_truth")]
         val_synsets: Option<PathBuf>,
     },
+    /// A PyTorch checkpoint (torch.save zip; flat or nested state dicts) to safetensors.
+    Weights {
+        /// The checkpoint (.pth / .pt).
+        input: PathBuf,
+        /// The safetensors file to write.
+        output: PathBuf,
+        /// Keep one nested dict (e.g. `teacher`, `model`) and drop its name from the keys.
+        #[arg(long)]
+        select: Option<String>,
+        /// Then remove this prefix from the keys where present (e.g. `backbone.`).
+        #[arg(long)]
+        strip_prefix: Option<String>,
+    },
     /// Any class-per-subfolder tree (jpg/jpeg/png, case-insensitive) into shards, as one split.
     Folder {
         #[command(flatten)]
@@ -134,6 +147,27 @@ impl CommonArgs {
 
 pub fn run(cmd: ConvertCommand) -> Result<ExitCode> {
     let (plan, common): (SourcePlan, CommonArgs) = match cmd {
+        ConvertCommand::Weights {
+            input,
+            output,
+            select,
+            strip_prefix,
+        } => {
+            let s = converters::weights::convert_weights(
+                &input,
+                &output,
+                select.as_deref(),
+                strip_prefix.as_deref(),
+            )?;
+            println!(
+                "wrote {}: {} tensors, {} parameters, {:.1} MB",
+                output.display(),
+                s.tensors,
+                s.parameters,
+                s.bytes as f64 / 1e6
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         ConvertCommand::Imagenet {
             common,
             split,

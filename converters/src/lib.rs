@@ -8,4 +8,6 @@ pub mod prepare;
 pub mod shard_writer;
 pub mod source;
 pub mod synth;
+pub mod torch_pickle;
 pub mod verify;
+pub mod weights;

@@ -1,0 +1,102 @@
+//! `dinov2 convert weights`: checkpoints to safetensors, all in Rust.
+
+use crate::torch_pickle::{DType, RawTensor, read_torch_checkpoint};
+use anyhow::{Context, Result, bail};
+use safetensors::Dtype;
+use std::path::Path;
+
+/// What was converted.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WeightsSummary {
+    pub tensors: usize,
+    pub parameters: u64,
+    pub bytes: u64,
+}
+
+fn st_dtype(d: DType) -> Dtype {
+    match d {
+        DType::F64 => Dtype::F64,
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        DType::I64 => Dtype::I64,
+        DType::I32 => Dtype::I32,
+        DType::I16 => Dtype::I16,
+        DType::I8 => Dtype::I8,
+        DType::U8 => Dtype::U8,
+        DType::Bool => Dtype::BOOL,
+    }
+}
+
+/// Converts a `torch.save` checkpoint to safetensors. `select` keeps one nested dict
+/// (`teacher`, `model`, ...) and drops its name from the keys; `strip_prefix` then removes a
+/// leading prefix (`backbone.`) where present.
+pub fn convert_weights(
+    input: &Path,
+    output: &Path,
+    select: Option<&str>,
+    strip_prefix: Option<&str>,
+) -> Result<WeightsSummary> {
+    let ext = input
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ext == "pdparams" {
+        bail!(
+            "{}: PASSL .pdparams checkpoints are not supported yet (only PyTorch torch.save files)",
+            input.display()
+        );
+    }
+    let mut tensors: Vec<(String, RawTensor)> = read_torch_checkpoint(input)?;
+    if let Some(sel) = select {
+        let p = format!("{sel}.");
+        let before = tensors.len();
+        tensors.retain(|(n, _)| n.starts_with(&p));
+        if tensors.is_empty() {
+            bail!(
+                "{}: no tensors under {sel:?} ({before} tensors in the file)",
+                input.display()
+            );
+        }
+        for (n, _) in &mut tensors {
+            *n = n[p.len()..].to_string();
+        }
+    }
+    if let Some(strip) = strip_prefix {
+        for (n, _) in &mut tensors {
+            if let Some(rest) = n.strip_prefix(strip) {
+                *n = rest.to_string();
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (n, _) in &tensors {
+        if !seen.insert(n.clone()) {
+            bail!(
+                "two tensors would both be named {n:?}; choose --select / --strip-prefix differently"
+            );
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(n, t)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(st_dtype(t.dtype), t.shape.clone(), &t.data)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tmp = pipeline::atomic::temp_path(output);
+    safetensors::tensor::serialize_to_file(views, None, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("renaming into {}", output.display()))?;
+    Ok(WeightsSummary {
+        tensors: tensors.len(),
+        parameters: tensors
+            .iter()
+            .map(|(_, t)| t.shape.iter().product::<usize>() as u64)
+            .sum(),
+        bytes: std::fs::metadata(output)?.len(),
+    })
+}
