@@ -272,6 +272,26 @@ fn bad_paths_and_options_are_clear_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a shard directory"));
 
+    // An output directory inside the source tree would be read back as a class.
+    let tree_root = dir.join("inside");
+    generate(&tree_root, &spec(ValLayout::Folders)).unwrap();
+    let o = output(dinov2().args(args![
+        "convert",
+        "folder",
+        "--root",
+        tree_root.join("train"),
+        "--out",
+        tree_root.join("train/shards"),
+        "--format",
+        "lmdb"
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lies inside --root"));
+    assert!(
+        !tree_root.join("train/shards").exists(),
+        "nothing is created in the source tree"
+    );
+
     // A flat val/ without any labels file.
     let root = dir.join("flat");
     generate(&root, &spec(ValLayout::Flat)).unwrap();

@@ -141,13 +141,21 @@ pub fn convert(plan: &SourcePlan, args: &ConvertArgs) -> Result<ConvertSummary> 
         bail!("--shard-size must be at least 1");
     }
     let out = &args.out;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let source_root = plan
+    let root = plan
         .root
         .canonicalize()
-        .with_context(|| format!("source root {}", plan.root.display()))?
-        .display()
-        .to_string();
+        .with_context(|| format!("source root {}", plan.root.display()))?;
+    let out_abs = out.canonicalize().or_else(|_| std::path::absolute(out))?;
+    if out_abs.starts_with(&root) || out_abs.starts_with(&plan.root) {
+        bail!(
+            "--out {} lies inside --root {}: the shards would be read back as images; choose an \
+             output directory outside the source tree",
+            out.display(),
+            plan.root.display()
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let source_root = root.display().to_string();
     let fresh = Progress {
         shard_format: args.format,
         source_root: source_root.clone(),
