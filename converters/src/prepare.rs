@@ -3,7 +3,7 @@
 
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images};
 use pipeline::image_kind::{ImageKind, JpegColor, jpeg_header};
-use turbojpeg::{Decompressor, Image, PixelFormat, ScalingFactor, Subsamp};
+use turbojpeg::{Image, PixelFormat, Subsamp};
 
 /// Why a source file was left out. The `&'static str` is the stable reason counted in the
 /// manifest; the detail is for the report.
@@ -63,7 +63,7 @@ impl Validate {
 
 /// Per-worker codec state (libjpeg-turbo handles, resize buffers).
 pub struct Codec {
-    decompressor: Decompressor,
+    decoder: pipeline::decode::Decoder,
     resizer: Resizer,
     max_side: Option<u32>,
     quality: i32,
@@ -73,7 +73,7 @@ pub struct Codec {
 impl Codec {
     pub fn new(max_side: Option<u32>, quality: u8, validate: Validate) -> anyhow::Result<Self> {
         Ok(Self {
-            decompressor: Decompressor::new()?,
+            decoder: pipeline::decode::Decoder::new()?,
             resizer: Resizer::new(),
             max_side,
             quality: quality as i32,
@@ -150,21 +150,10 @@ impl Codec {
     /// Full entropy decode at 1/8 scale: catches truncated and corrupt scans at a fraction of
     /// a full decode's cost (no full-size IDCT or colour conversion).
     pub fn validate_jpeg(&mut self, bytes: &[u8]) -> Result<(), Skip> {
-        let corrupt = |e: turbojpeg::Error| Skip::new("truncated or corrupt", e.to_string());
-        self.decompressor
-            .set_scaling_factor(ScalingFactor::ONE_EIGHTH)
-            .map_err(corrupt)?;
-        let header = self.decompressor.read_header(bytes).map_err(corrupt)?;
-        let scaled = header.scaled(ScalingFactor::ONE_EIGHTH);
-        let mut pixels = vec![0u8; scaled.width * scaled.height * 3];
-        let image = Image {
-            pixels: pixels.as_mut_slice(),
-            width: scaled.width,
-            pitch: scaled.width * 3,
-            height: scaled.height,
-            format: PixelFormat::RGB,
-        };
-        self.decompressor.decompress(bytes, image).map_err(corrupt)
+        self.decoder
+            .decode_at_least(bytes, 1, 1)
+            .map(|_| ())
+            .map_err(|e| Skip::new("truncated or corrupt", format!("{e:#}")))
     }
 
     /// Decodes to RGB; when resizing, at the smallest DCT scale (k/8) that still covers the
@@ -175,35 +164,15 @@ impl Codec {
         w: u32,
         h: u32,
     ) -> Result<(Vec<u8>, u32, u32), Skip> {
-        let corrupt = |e: turbojpeg::Error| Skip::new("truncated or corrupt", e.to_string());
-        let factor = match self.max_side.filter(|_| self.needs_resize(w, h)) {
-            Some(m) => {
-                let (nw, nh) = fit_max_side(w, h, m);
-                (1..=8)
-                    .map(|k| ScalingFactor::new(k, 8))
-                    .find(|f| {
-                        f.scale(w as usize) >= nw as usize && f.scale(h as usize) >= nh as usize
-                    })
-                    .unwrap_or(ScalingFactor::ONE)
-            }
-            None => ScalingFactor::ONE,
+        let (nw, nh) = match self.max_side.filter(|_| self.needs_resize(w, h)) {
+            Some(m) => fit_max_side(w, h, m),
+            None => (u32::MAX, u32::MAX), // no DCT scale qualifies: full size
         };
-        self.decompressor
-            .set_scaling_factor(factor)
-            .map_err(corrupt)?;
-        let (sw, sh) = (factor.scale(w as usize), factor.scale(h as usize));
-        let mut pixels = vec![0u8; sw * sh * 3];
-        let image = Image {
-            pixels: pixels.as_mut_slice(),
-            width: sw,
-            pitch: sw * 3,
-            height: sh,
-            format: PixelFormat::RGB,
-        };
-        self.decompressor
-            .decompress(bytes, image)
-            .map_err(corrupt)?;
-        Ok((pixels, sw as u32, sh as u32))
+        let img = self
+            .decoder
+            .decode_at_least(bytes, nw as usize, nh as usize)
+            .map_err(|e| Skip::new("truncated or corrupt", format!("{e:#}")))?;
+        Ok((img.data, img.width as u32, img.height as u32))
     }
 
     /// Resizes (when `--max-side` asks) and encodes RGB pixels of size `size` as a JPEG;
