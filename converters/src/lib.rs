@@ -4,10 +4,14 @@
 
 pub mod convert;
 pub mod imagenet;
+pub mod numpy;
+pub mod pdparams;
+pub mod pickle;
 pub mod prepare;
 pub mod shard_writer;
 pub mod source;
 pub mod synth;
-pub mod torch_pickle;
+pub mod tensor;
+pub mod torch_checkpoint;
 pub mod verify;
 pub mod weights;

@@ -1,6 +1,8 @@
 //! `dinov2 convert weights`: checkpoints to safetensors, all in Rust.
 
-use crate::torch_pickle::{DType, RawTensor, read_torch_checkpoint};
+use crate::pdparams::{BACKBONE_GROUP, passl_to_torch, read_pdparams};
+use crate::tensor::DType;
+use crate::torch_checkpoint::read_torch_checkpoint;
 use anyhow::{Context, Result, bail};
 use safetensors::Dtype;
 use std::path::Path;
@@ -28,9 +30,12 @@ fn st_dtype(d: DType) -> Dtype {
     }
 }
 
-/// Converts a `torch.save` checkpoint to safetensors. `select` keeps one nested dict
-/// (`teacher`, `model`, ...) and drops its name from the keys; `strip_prefix` then removes a
-/// leading prefix (`backbone.`) where present.
+/// Converts a checkpoint to safetensors: a `torch.save` zip, or a PASSL `.pdparams` (by its
+/// extension), which is first mapped to the PyTorch names and layouts
+/// ([`passl_to_torch`]). `select` keeps one group and drops its name from the keys: a nested
+/// dict of a torch checkpoint (`teacher`, `model`, ...), or `backbone` / `linear` of a
+/// `.pdparams` (whose `backbone.` prefix is dropped when nothing is selected). `strip_prefix`
+/// then removes a leading prefix where present.
 pub fn convert_weights(
     input: &Path,
     output: &Path,
@@ -42,13 +47,16 @@ pub fn convert_weights(
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    if ext == "pdparams" {
-        bail!(
-            "{}: PASSL .pdparams checkpoints are not supported yet (only PyTorch torch.save files)",
-            input.display()
-        );
-    }
-    let mut tensors: Vec<(String, RawTensor)> = read_torch_checkpoint(input)?;
+    let (mut tensors, default_group) = if ext == "pdparams" {
+        let mapped = read_pdparams(input)?
+            .into_iter()
+            .map(|(n, t)| passl_to_torch(n, t))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("mapping {}", input.display()))?;
+        (mapped, Some(BACKBONE_GROUP))
+    } else {
+        (read_torch_checkpoint(input)?, None)
+    };
     if let Some(sel) = select {
         let p = format!("{sel}.");
         let before = tensors.len();
@@ -61,6 +69,13 @@ pub fn convert_weights(
         }
         for (n, _) in &mut tensors {
             *n = n[p.len()..].to_string();
+        }
+    } else if let Some(group) = default_group {
+        let p = format!("{group}.");
+        for (n, _) in &mut tensors {
+            if let Some(rest) = n.strip_prefix(&p) {
+                *n = rest.to_string();
+            }
         }
     }
     if let Some(strip) = strip_prefix {
