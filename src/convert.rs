@@ -31,13 +31,16 @@ pub enum ConvertCommand {
         #[arg(long, requires = "val_ground_truth")]
         val_synsets: Option<PathBuf>,
     },
-    /// A PyTorch checkpoint (torch.save zip; flat or nested state dicts) to safetensors.
+    /// A checkpoint to safetensors with the official PyTorch key names and layouts: a PyTorch
+    /// torch.save zip (flat or nested state dicts), a PASSL .pdparams (numpy pickle; `backbone.`
+    /// prefix dropped, Linear weights transposed back), or a safetensors file (to select/rename).
     Weights {
-        /// The checkpoint (.pth / .pt).
+        /// The checkpoint (.pth / .pt / .pdparams / .safetensors).
         input: PathBuf,
         /// The safetensors file to write.
         output: PathBuf,
-        /// Keep one nested dict (e.g. `teacher`, `model`) and drop its name from the keys.
+        /// Keep one nested dict (e.g. `teacher`, `model`), or `backbone` / `linear` of a
+        /// .pdparams, and drop its name from the keys.
         #[arg(long)]
         select: Option<String>,
         /// Then remove this prefix from the keys where present (e.g. `backbone.`).

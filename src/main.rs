@@ -2,9 +2,11 @@
 
 mod bench;
 mod bench_data;
+mod checkpoint;
 mod convert;
 mod demo;
 mod doctor;
+mod features;
 mod shards;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +58,9 @@ enum Command {
     /// Benchmarks, each against its baseline in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// CLS / patch / register features of images with a pretrained backbone (official .pth,
+    /// PASSL .pdparams or safetensors), after the evaluation transform (resize 256, crop 224).
+    Features(features::FeaturesArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,7 +84,14 @@ fn main() -> ExitCode {
         }
         Command::Convert(c) => convert::run(c),
         Command::Shards(c) => shards::run(c),
-        Command::Bench(c) => bench::run(c),
+        Command::Bench(c) => {
+            model::runtime::init();
+            bench::run(c)
+        }
+        Command::Features(a) => {
+            model::runtime::init();
+            features::run(a)
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,7 @@
 //! `dinov2 convert weights`: checkpoints to safetensors, all in Rust.
 
 use crate::pdparams::{BACKBONE_GROUP, passl_to_torch, read_pdparams};
-use crate::tensor::DType;
+use crate::tensor::{DType, RawTensor};
 use crate::torch_checkpoint::read_torch_checkpoint;
 use anyhow::{Context, Result, bail};
 use safetensors::Dtype;
@@ -30,18 +30,18 @@ fn st_dtype(d: DType) -> Dtype {
     }
 }
 
-/// Converts a checkpoint to safetensors: a `torch.save` zip, or a PASSL `.pdparams` (by its
-/// extension), which is first mapped to the PyTorch names and layouts
-/// ([`passl_to_torch`]). `select` keeps one group and drops its name from the keys: a nested
-/// dict of a torch checkpoint (`teacher`, `model`, ...), or `backbone` / `linear` of a
-/// `.pdparams` (whose `backbone.` prefix is dropped when nothing is selected). `strip_prefix`
-/// then removes a leading prefix where present.
-pub fn convert_weights(
+/// The tensors of a checkpoint, by name, as [`convert_weights`] would write them: a
+/// `torch.save` zip, a PASSL `.pdparams` (by its extension), which is first mapped to the
+/// PyTorch names and layouts ([`passl_to_torch`]), or a `.safetensors` file (e.g. one of our
+/// own training checkpoints). `select` keeps one group and drops its name from the keys: a
+/// nested dict of a torch checkpoint (`teacher`, `model`, ...), a dotted prefix of a
+/// safetensors file, or `backbone` / `linear` of a `.pdparams` (whose `backbone.` prefix is
+/// dropped when nothing is selected). `strip_prefix` then removes a leading prefix where present.
+pub fn read_weights(
     input: &Path,
-    output: &Path,
     select: Option<&str>,
     strip_prefix: Option<&str>,
-) -> Result<WeightsSummary> {
+) -> Result<Vec<(String, RawTensor)>> {
     let ext = input
         .extension()
         .and_then(|e| e.to_str())
@@ -54,6 +54,8 @@ pub fn convert_weights(
             .collect::<Result<Vec<_>>>()
             .with_context(|| format!("mapping {}", input.display()))?;
         (mapped, Some(BACKBONE_GROUP))
+    } else if ext == "safetensors" {
+        (read_safetensors(input)?, None)
     } else {
         (read_torch_checkpoint(input)?, None)
     };
@@ -93,6 +95,52 @@ pub fn convert_weights(
             );
         }
     }
+    Ok(tensors)
+}
+
+/// All tensors of a safetensors file, in the file's order.
+fn read_safetensors(path: &Path) -> Result<Vec<(String, RawTensor)>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (name, view) in st.iter() {
+        let dtype = match view.dtype() {
+            Dtype::F64 => DType::F64,
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            Dtype::I64 => DType::I64,
+            Dtype::I32 => DType::I32,
+            Dtype::I16 => DType::I16,
+            Dtype::I8 => DType::I8,
+            Dtype::U8 => DType::U8,
+            Dtype::BOOL => DType::Bool,
+            other => bail!(
+                "{}: tensor {name} has unsupported dtype {other:?}",
+                path.display()
+            ),
+        };
+        out.push((
+            name.to_string(),
+            RawTensor {
+                dtype,
+                shape: view.shape().to_vec(),
+                data: view.data().to_vec(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Converts a checkpoint ([`read_weights`]) to safetensors, atomically.
+pub fn convert_weights(
+    input: &Path,
+    output: &Path,
+    select: Option<&str>,
+    strip_prefix: Option<&str>,
+) -> Result<WeightsSummary> {
+    let tensors = read_weights(input, select, strip_prefix)?;
     let views = tensors
         .iter()
         .map(|(n, t)| {

@@ -142,6 +142,103 @@ impl VitConfig {
             .collect()
     }
 
+    /// The architecture of a backbone state dict (official key names), from its shapes:
+    /// width from `cls_token`, depth from the `blocks.<i>.` keys, patch size from the patch
+    /// embedding, trained grid from `pos_embed`, LayerScale / registers / SwiGLU from the
+    /// presence of `ls1.gamma` / `register_tokens` / `mlp.w12`. The head count is not in the
+    /// weights: it comes from `arch` when given (checked against the width), else 64-wide
+    /// heads as in every released DINOv2 model. Register models get the hub's interpolation
+    /// settings (antialiased, offset 0).
+    pub fn infer(
+        shapes: &std::collections::HashMap<String, Vec<i64>>,
+        arch: Option<&str>,
+    ) -> Result<Self> {
+        let get = |k: &str| -> Result<&Vec<i64>> {
+            shapes.get(k).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "not a DINOv2 backbone state dict: no {k:?} among {} tensors",
+                    shapes.len()
+                )
+            })
+        };
+        let d = *get("cls_token")?.last().unwrap_or(&0);
+        let pe = get("patch_embed.proj.weight")?;
+        if pe.len() != 4 || pe[0] != d || pe[2] != pe[3] {
+            bail!("patch_embed.proj.weight has shape {pe:?}, expected [{d}, C, p, p]");
+        }
+        let pos = get("pos_embed")?;
+        let n = pos.get(1).copied().unwrap_or(0) - 1;
+        let grid = (n as f64).sqrt().round() as i64;
+        if pos.len() != 3 || grid * grid != n || pos[2] != d {
+            bail!("pos_embed has shape {pos:?}, expected [1, 1 + M*M, {d}]");
+        }
+        let depth = shapes
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix("blocks.")?
+                    .split('.')
+                    .next()?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .max()
+            .map(|m| m + 1)
+            .ok_or_else(|| anyhow::anyhow!("no blocks.<i>. keys in the state dict"))?;
+        let mut c = match arch {
+            Some(a) => {
+                let c = Self::arch(a)?;
+                if c.embed_dim != d || c.depth != depth {
+                    bail!(
+                        "the weights are {d} wide and {depth} deep, but {a} is {} wide and {} deep",
+                        c.embed_dim,
+                        c.depth
+                    );
+                }
+                c
+            }
+            None => {
+                let mut c = Self::arch("vit_small")?;
+                c.embed_dim = d;
+                c.depth = depth;
+                c.num_heads = (d / 64).max(1);
+                c
+            }
+        };
+        c.patch_size = pe[3];
+        c.in_chans = pe[1];
+        c.img_size = grid * c.patch_size;
+        c.ffn_layer = if shapes.contains_key("blocks.0.mlp.w12.weight") {
+            FfnLayer::SwiGlu
+        } else {
+            FfnLayer::Mlp
+        };
+        if let Some(w) = shapes
+            .get("blocks.0.mlp.fc1.weight")
+            .or(shapes.get("blocks.0.mlp.w3.weight"))
+        {
+            let hidden = if c.ffn_layer == FfnLayer::Mlp {
+                w[0]
+            } else {
+                w[1]
+            };
+            if hidden != c.ffn_hidden() {
+                c.mlp_ratio = hidden as f64 / d as f64;
+            }
+        }
+        c.qkv_bias = shapes.contains_key("blocks.0.attn.qkv.bias");
+        c.proj_bias = shapes.contains_key("blocks.0.attn.proj.bias");
+        c.ffn_bias = shapes.contains_key("blocks.0.mlp.fc1.bias")
+            || shapes.contains_key("blocks.0.mlp.w12.bias");
+        c.init_values = shapes.contains_key("blocks.0.ls1.gamma").then_some(1.0);
+        c.num_register_tokens = shapes.get("register_tokens").map(|s| s[1]).unwrap_or(0);
+        if c.num_register_tokens > 0 {
+            c.interpolate_antialias = true;
+            c.interpolate_offset = 0.0;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.embed_dim <= 0 || self.num_heads <= 0 || self.embed_dim % self.num_heads != 0 {
             bail!(

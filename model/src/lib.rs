@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod heads;
+pub mod input;
 pub mod layers;
 pub mod runtime;
 pub mod vision_transformer;

@@ -19,7 +19,7 @@ pub fn drop_path(x: &Tensor, rate: f64, train: bool) -> Tensor {
     shape.extend(std::iter::repeat_n(1, x.dim() - 1));
     let mut mask = Tensor::empty(shape.as_slice(), (x.kind(), x.device())).bernoulli_float_(keep);
     if keep > 0.0 {
-        mask = mask / keep;
+        mask /= keep;
     }
     x * mask
 }

@@ -1,0 +1,111 @@
+//! Weights files in, feature files out: the glue between `converters` (checkpoint readers,
+//! no libtorch) and tch tensors.
+
+use anyhow::{Context, Result, bail};
+use converters::tensor::{DType, RawTensor};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+fn kind(d: DType) -> Kind {
+    match d {
+        DType::F64 => Kind::Double,
+        DType::F32 => Kind::Float,
+        DType::F16 => Kind::Half,
+        DType::BF16 => Kind::BFloat16,
+        DType::I64 => Kind::Int64,
+        DType::I32 => Kind::Int,
+        DType::I16 => Kind::Int16,
+        DType::I8 => Kind::Int8,
+        DType::U8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
+    }
+}
+
+fn to_tensor(t: &RawTensor) -> Result<Tensor> {
+    let shape: Vec<i64> = t.shape.iter().map(|&s| s as i64).collect();
+    Ok(Tensor::f_from_data_size(&t.data, &shape, kind(t.dtype))?)
+}
+
+/// The tensors of a weights file (.safetensors, .pth/.pt, .pdparams) as tch tensors, with
+/// `dinov2 convert weights`'s `--select` / `--strip-prefix` semantics.
+pub fn read_tensors(
+    path: &Path,
+    select: Option<&str>,
+    strip_prefix: Option<&str>,
+) -> Result<Vec<(String, Tensor)>> {
+    converters::weights::read_weights(path, select, strip_prefix)?
+        .iter()
+        .map(|(n, t)| {
+            Ok((
+                n.clone(),
+                to_tensor(t).with_context(|| format!("tensor {n}"))?,
+            ))
+        })
+        .collect()
+}
+
+/// Writes features: a safetensors file (all tensors, `files` in the metadata as JSON), or
+/// `.npy` files (the first tensor at `path`, the others at `<stem>_<name>.npy`) plus
+/// `<stem>.files.txt`. Everything goes to temporary names first.
+pub fn write_features(path: &Path, tensors: &[(String, Tensor)], files: &[String]) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tmp = |p: &Path| pipeline::atomic::temp_path(p);
+    match ext {
+        "safetensors" => {
+            let data = tensors
+                .iter()
+                .map(|(n, t)| {
+                    let t = t.to_kind(Kind::Float).contiguous();
+                    let mut bytes = vec![0u8; t.numel() * 4];
+                    t.f_copy_data_u8(&mut bytes, t.numel())?;
+                    let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
+                    Ok((n.clone(), bytes, shape))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let views = data
+                .iter()
+                .map(|(n, b, s)| {
+                    Ok((
+                        n.clone(),
+                        safetensors::tensor::TensorView::new(
+                            safetensors::Dtype::F32,
+                            s.clone(),
+                            b,
+                        )?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let meta = std::collections::HashMap::from([(
+                "files".to_string(),
+                serde_json::to_string(files)?,
+            )]);
+            let t = tmp(path);
+            safetensors::tensor::serialize_to_file(views, Some(meta), &t)
+                .with_context(|| format!("writing {}", t.display()))?;
+            std::fs::rename(&t, path)
+                .with_context(|| format!("renaming into {}", path.display()))?;
+        }
+        "npy" => {
+            let stem = path.with_extension("");
+            for (i, (n, t)) in tensors.iter().enumerate() {
+                let target = if i == 0 {
+                    path.to_path_buf()
+                } else {
+                    stem.with_file_name(format!(
+                        "{}_{n}.npy",
+                        stem.file_name().unwrap_or_default().to_string_lossy()
+                    ))
+                };
+                let t2 = tmp(&target);
+                t.to_kind(Kind::Float)
+                    .write_npy(&t2)
+                    .with_context(|| format!("writing {}", t2.display()))?;
+                std::fs::rename(&t2, &target)?;
+            }
+            let list = stem.with_extension("files.txt");
+            pipeline::atomic::write_atomic(&list, (files.join("\n") + "\n").as_bytes())?;
+        }
+        other => bail!("unsupported output extension {other:?} (expected safetensors or npy)"),
+    }
+    Ok(())
+}
