@@ -44,6 +44,9 @@ pub enum BenchCommand {
     /// Data loading throughput: images/s, crops/s, MB/s, CPU use and a per-stage breakdown,
     /// optionally against torchvision's DataLoader on the same images (--compare).
     Data(DataArgs),
+    /// ViT forward and forward+backward ms (default ViT-S/14, batch 8, 224 px) against PyTorch
+    /// eager (the reference dinov2 package and timm) in the same run.
+    Model(crate::bench_model::ModelArgs),
 }
 
 /// Options of `dinov2 bench data`.
@@ -104,6 +107,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             python,
         } => bench_convert(images, classes, &workdir, workers, reps, python),
         BenchCommand::Data(args) => crate::bench_data::run(args),
+        BenchCommand::Model(args) => crate::bench_model::run(args),
     }
 }
 

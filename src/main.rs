@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_data;
+mod bench_model;
 mod checkpoint;
 mod convert;
 mod demo;
