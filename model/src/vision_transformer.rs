@@ -253,3 +253,44 @@ impl DinoVisionTransformer {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tensor and parameter counts of the released hub models (dinov2-reference §1.1, §1.5).
+    #[test]
+    fn hub_architectures_have_the_released_state_dicts() {
+        for (arch, reg, tensors, params) in [
+            ("vit_small", false, 175, 22_056_576i64),
+            ("vit_small", true, 176, 22_056_576 + 4 * 384),
+            ("vit_base", false, 175, 86_580_480),
+            ("vit_large", false, 343, 304_368_640),
+        ] {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let c = VitConfig::hub(arch, reg).unwrap();
+            DinoVisionTransformer::new(vs.root(), &c).unwrap();
+            let vars = vs.variables();
+            let n: i64 = vars.values().map(|t| t.numel() as i64).sum();
+            assert_eq!((vars.len(), n), (tensors, params), "{arch} reg={reg}");
+            for key in [
+                "cls_token",
+                "pos_embed",
+                "mask_token",
+                "patch_embed.proj.weight",
+                "blocks.0.attn.qkv.weight",
+                "blocks.0.ls1.gamma",
+                "blocks.0.mlp.fc1.weight",
+                "blocks.11.ls2.gamma",
+                "norm.bias",
+            ] {
+                assert!(vars.contains_key(key), "{arch}: {key} missing");
+            }
+            assert_eq!(vars["pos_embed"].size(), [1, 1370, c.embed_dim]);
+            assert_eq!(vars.contains_key("register_tokens"), reg);
+            // And the config inferred back from the shapes is the same architecture.
+            let shapes = vars.iter().map(|(k, t)| (k.clone(), t.size())).collect();
+            assert_eq!(VitConfig::infer(&shapes, Some(arch)).unwrap(), c);
+        }
+    }
+}
