@@ -84,6 +84,7 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
         rank: 0,
         world: 1,
         masks,
+        keep_partial_batch: false,
     };
     let storages: Vec<Box<dyn BatchStorage>> = (0..4)
         .map(|_| Box::new(VecStorage::for_preset(&preset, args.batch)) as Box<dyn BatchStorage>)

@@ -62,6 +62,7 @@ fn config(preset: Preset, workers: usize, batch: usize) -> LoaderConfig {
             patch_size: 16,
             ..MaskConfig::default()
         }),
+        keep_partial_batch: false,
     }
 }
 
@@ -246,4 +247,32 @@ fn linear_eval_batches_equal_the_transforms_applied_to_full_decodes() {
             );
         }
     }
+}
+
+#[test]
+fn evaluation_keeps_the_partial_last_batch_and_sees_every_sample_once() {
+    let ds: Arc<dyn Dataset> = Arc::from(open_dataset(&shards("loader-partial", 4), "train").unwrap());
+    assert_eq!(ds.len(), 12);
+    let mut cfg = config(Preset::by_name("linear-eval").unwrap(), 2, 5);
+    cfg.masks = None;
+    cfg.keep_partial_batch = true;
+    cfg.sampler = SamplerKind::Epoch {
+        shuffle: false,
+        drop_last: false,
+    };
+    let mut l = loader(ds.clone(), cfg, 2);
+    assert_eq!(l.steps_per_epoch(), Some(3));
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    for b in l.epoch(0, 0).unwrap() {
+        let b = b.unwrap();
+        sizes.push(b.len());
+        assert_eq!(b.indices.len(), b.labels.len());
+        seen.extend(b.indices.clone());
+    }
+    assert_eq!(sizes, [5, 5, 2]);
+    assert_eq!(seen, (0..12).collect::<Vec<_>>());
+    // Resuming at the partial step gives just it.
+    let sizes: Vec<usize> = l.epoch(0, 2).unwrap().map(|b| b.unwrap().len()).collect();
+    assert_eq!(sizes, [2]);
 }

@@ -89,6 +89,10 @@ pub struct LoaderConfig {
     pub world: usize,
     /// iBOT masks for the global crops (the `dinov2` preset).
     pub masks: Option<MaskConfig>,
+    /// Emit the last, partial batch of an epoch (evaluation: every sample once) instead of
+    /// dropping it; its `labels` / `indices` are shorter than the batch size and only the
+    /// first `len()` rows of each crop are written.
+    pub keep_partial_batch: bool,
 }
 
 /// Time spent per stage, summed over workers (nanoseconds).
@@ -116,6 +120,15 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Samples in this batch (the batch size, or fewer for a kept partial last batch).
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
     /// The crop planes (see [`BatchStorage`]).
     pub fn planes(&mut self) -> Vec<&mut [u8]> {
         self.storage
@@ -201,7 +214,8 @@ impl Loader {
         })
     }
 
-    /// Batches per epoch on this rank (the last partial batch is dropped); `None` if infinite.
+    /// Batches per epoch on this rank (the last partial batch is dropped unless
+    /// `keep_partial_batch`); `None` if infinite.
     pub fn steps_per_epoch(&self) -> Option<u64> {
         let s = Sampler::new(
             self.cfg.sampler,
@@ -211,7 +225,13 @@ impl Loader {
             self.cfg.world,
         )
         .ok()?;
-        s.per_rank().map(|n| (n / self.cfg.batch_size) as u64)
+        s.per_rank().map(|n| {
+            if self.cfg.keep_partial_batch {
+                n.div_ceil(self.cfg.batch_size) as u64
+            } else {
+                (n / self.cfg.batch_size) as u64
+            }
+        })
     }
 
     /// Iterates over `epoch` from `start_step` (for the infinite sampler, positions continue
@@ -371,7 +391,14 @@ impl Coordinator {
             if more && let Ok(mut storage) = self.free_rx.try_recv() {
                 let step = next_step;
                 next_step += 1;
-                let positions: Vec<u64> = (0..b as u64).map(|i| step * b as u64 + i).collect();
+                // Samples in this batch: b, or what is left of the epoch for a kept partial one.
+                let n = match sampler.per_rank() {
+                    Some(per_rank) if self.cfg.keep_partial_batch => {
+                        b.min(per_rank - step as usize * b)
+                    }
+                    _ => b,
+                };
+                let positions: Vec<u64> = (0..n as u64).map(|i| step * b as u64 + i).collect();
                 let indices: Vec<usize> = positions
                     .iter()
                     .map(|&p| sampler.index(self.epoch, p))
@@ -408,8 +435,8 @@ impl Coordinator {
                         storage,
                         step,
                         indices,
-                        labels: vec![0; b],
-                        remaining: b,
+                        labels: vec![0; n],
+                        remaining: n,
                     },
                 );
                 continue;
@@ -453,7 +480,7 @@ impl Coordinator {
                     let m = self.cfg.masks.as_ref().unwrap();
                     let key = stream_key(self.cfg.seed, &[0x4D41_534B, self.epoch, f.step]);
                     collate_masks(
-                        self.groups[0].count * b,
+                        self.groups[0].count * f.labels.len(),
                         m.ratio,
                         m.probability,
                         g,
