@@ -251,7 +251,8 @@ fn linear_eval_batches_equal_the_transforms_applied_to_full_decodes() {
 
 #[test]
 fn evaluation_keeps_the_partial_last_batch_and_sees_every_sample_once() {
-    let ds: Arc<dyn Dataset> = Arc::from(open_dataset(&shards("loader-partial", 4), "train").unwrap());
+    let ds: Arc<dyn Dataset> =
+        Arc::from(open_dataset(&shards("loader-partial", 4), "train").unwrap());
     assert_eq!(ds.len(), 12);
     let mut cfg = config(Preset::by_name("linear-eval").unwrap(), 2, 5);
     cfg.masks = None;

@@ -58,8 +58,19 @@ impl Default for MultiCrop {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "preset")]
 pub enum Preset {
-    LinearTrain { size: usize },
-    LinearEval { resize: usize, crop: usize },
+    /// RandomResizedCrop + RandomHorizontalFlip (dinov2's linear-probe train transform uses
+    /// bicubic, PASSL's bilinear).
+    LinearTrain {
+        size: usize,
+        scale: (f64, f64),
+        ratio: (f64, f64),
+        interpolation: Interpolation,
+        flip_p: f64,
+    },
+    LinearEval {
+        resize: usize,
+        crop: usize,
+    },
     Dinov2(MultiCrop),
 }
 
@@ -78,10 +89,22 @@ impl CropGroup {
 }
 
 impl Preset {
+    /// `linear-train` at `size`: torchvision's RandomResizedCrop defaults (scale (0.08, 1),
+    /// ratio (3/4, 4/3)), bicubic, flip p 0.5.
+    pub fn linear_train(size: usize) -> Self {
+        Self::LinearTrain {
+            size,
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            interpolation: Interpolation::Bicubic,
+            flip_p: 0.5,
+        }
+    }
+
     /// `linear-train`, `linear-eval` or `dinov2` with their defaults.
     pub fn by_name(name: &str) -> Result<Self> {
         Ok(match name {
-            "linear-train" => Self::LinearTrain { size: 224 },
+            "linear-train" => Self::linear_train(224),
             "linear-eval" => Self::LinearEval {
                 resize: 256,
                 crop: 224,
@@ -96,7 +119,7 @@ impl Preset {
     /// The crop groups of one sample, in output order.
     pub fn groups(&self) -> Vec<CropGroup> {
         match self {
-            Self::LinearTrain { size } => vec![CropGroup {
+            Self::LinearTrain { size, .. } => vec![CropGroup {
                 count: 1,
                 size: *size,
             }],
@@ -132,9 +155,21 @@ impl Preset {
         out: &mut [&mut [u8]],
     ) {
         match self {
-            Self::LinearTrain { size } => {
-                let mut crop = RandomResizedCrop::new(*size, (0.08, 1.0)).apply(img, rng, resizer);
-                if rng.random() < 0.5 {
+            Self::LinearTrain {
+                size,
+                scale,
+                ratio,
+                interpolation,
+                flip_p,
+            } => {
+                let rrc = RandomResizedCrop {
+                    size: *size,
+                    scale: *scale,
+                    ratio: *ratio,
+                    interpolation: *interpolation,
+                };
+                let mut crop = rrc.apply(img, rng, resizer);
+                if rng.random() < *flip_p {
                     hflip(&mut crop);
                 }
                 out[0].copy_from_slice(&crop.data);

@@ -2,3 +2,10 @@
 //! k-NN, checkpoints and run metrics.
 
 pub mod metrics;
+pub mod backbone;
+pub mod knn;
+pub mod optim;
+pub mod probe;
+pub mod scaler;
+pub mod schedule;
+pub mod weights_io;

@@ -1,0 +1,63 @@
+//! Probe checkpoints: the classifiers and their momentum buffers in safetensors, plus a small
+//! JSON state (the commit point, written last and atomically). A run resumes from the last
+//! completed epoch; the data order and augmentations are functions of (seed, epoch,
+//! position), so a resumed run is bit-identical to an uninterrupted one on the CPU.
+
+use crate::scaler::LossScaler;
+use anyhow::{Context, Result, ensure};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProbeState {
+    /// Epochs completed (1-based count).
+    pub epochs_done: u64,
+    pub global_step: u64,
+    pub scaler: Option<LossScaler>,
+    /// Best evaluation so far: (top-1, epoch, classifier).
+    pub best: Option<(f64, u64, String)>,
+    /// The tensors file this state belongs to (relative to the checkpoint directory).
+    pub tensors: String,
+    pub classifiers: Vec<String>,
+}
+
+pub fn dir(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+/// Writes `epoch_<n>.safetensors` then `latest.json` (atomically), then removes older tensor
+/// files.
+pub fn save(out: &Path, state: &ProbeState, tensors: &[(String, Tensor)]) -> Result<()> {
+    let d = dir(out);
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    model::weights::save_safetensors(tensors, &d.join(&state.tensors))?;
+    pipeline::atomic::write_atomic(&d.join("latest.json"), &serde_json::to_vec_pretty(state)?)?;
+    for e in std::fs::read_dir(&d)? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with("epoch_") && name.ends_with(".safetensors") && name != state.tensors {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    Ok(())
+}
+
+/// The last committed state and its tensors, if any.
+pub fn load(out: &Path) -> Result<Option<(ProbeState, Vec<(String, Tensor)>)>> {
+    let json = dir(out).join("latest.json");
+    if !json.exists() {
+        return Ok(None);
+    }
+    let state: ProbeState = serde_json::from_slice(&std::fs::read(&json)?)
+        .with_context(|| format!("{} is not a probe checkpoint state", json.display()))?;
+    let path = dir(out).join(&state.tensors);
+    let tensors = Tensor::read_safetensors(&path)
+        .with_context(|| format!("reading checkpoint {}", path.display()))?;
+    ensure!(!tensors.is_empty(), "{} holds no tensors", path.display());
+    Ok(Some((state, tensors)))
+}

@@ -1,0 +1,89 @@
+//! Weights files as tch tensors (through `converters`' readers: .safetensors, PyTorch
+//! .pth/.pt, PASSL .pdparams), and finding the backbone inside a checkpoint.
+
+use anyhow::{Context, Result, bail};
+use converters::tensor::{DType, RawTensor};
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+fn kind(d: DType) -> Kind {
+    match d {
+        DType::F64 => Kind::Double,
+        DType::F32 => Kind::Float,
+        DType::F16 => Kind::Half,
+        DType::BF16 => Kind::BFloat16,
+        DType::I64 => Kind::Int64,
+        DType::I32 => Kind::Int,
+        DType::I16 => Kind::Int16,
+        DType::I8 => Kind::Int8,
+        DType::U8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
+    }
+}
+
+fn to_tensor(t: &RawTensor) -> Result<Tensor> {
+    let shape: Vec<i64> = t.shape.iter().map(|&s| s as i64).collect();
+    Ok(Tensor::f_from_data_size(&t.data, &shape, kind(t.dtype))?)
+}
+
+/// The tensors of a weights file as tch tensors, with `dinov2 convert weights`'s `--select` /
+/// `--strip-prefix` semantics.
+pub fn read_tensors(
+    path: &Path,
+    select: Option<&str>,
+    strip_prefix: Option<&str>,
+) -> Result<Vec<(String, Tensor)>> {
+    converters::weights::read_weights(path, select, strip_prefix)?
+        .iter()
+        .map(|(n, t)| {
+            Ok((
+                n.clone(),
+                to_tensor(t).with_context(|| format!("tensor {n}"))?,
+            ))
+        })
+        .collect()
+}
+
+/// PASSL names weights without their suffix (`./pretrained/dinov2/dinov2_vits14_pretrain`,
+/// `.pdparams` appended by the loader): the path itself if it exists, else the first of
+/// `.pdparams`, `.pth`, `.pt`, `.safetensors` appended that does.
+pub fn resolve_weights_path(path: &Path) -> Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    for ext in ["pdparams", "pth", "pt", "safetensors"] {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(format!(".{ext}"));
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "weights {} not found (also tried the suffixes .pdparams, .pth, .pt, .safetensors)",
+        path.display()
+    )
+}
+
+/// The backbone's tensors inside a checkpoint: the keys under the prefix of its `cls_token`
+/// (none for hub files; `backbone.`; `teacher.backbone.` preferred over `student.backbone.`
+/// in training checkpoints), prefix removed. Returns the prefix used.
+pub fn backbone_tensors(tensors: Vec<(String, Tensor)>) -> Result<(String, Vec<(String, Tensor)>)> {
+    let mut prefixes: Vec<String> = tensors
+        .iter()
+        .filter_map(|(k, _)| k.strip_suffix("cls_token").map(str::to_string))
+        .filter(|p| p.is_empty() || p.ends_with('.'))
+        .collect();
+    prefixes.sort_by_key(|p| (!p.starts_with("teacher"), p.len()));
+    let Some(prefix) = prefixes.first().cloned() else {
+        bail!(
+            "no backbone in the checkpoint: no `cls_token` among its {} tensors",
+            tensors.len()
+        );
+    };
+    let kept = tensors
+        .into_iter()
+        .filter_map(|(k, t)| k.strip_prefix(prefix.as_str()).map(|r| (r.to_string(), t)))
+        .collect();
+    Ok((prefix, kept))
+}
