@@ -18,7 +18,7 @@ cd "$root"
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # --- 1. Debian packages -------------------------------------------------------------------
-apt_pkgs=(cmake nasm g++ python3-venv libgloo-dev pkg-config)
+apt_pkgs=(cmake nasm g++ python3-venv libgloo-dev pkg-config fonts-dejavu-core)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,11 +1,13 @@
 //! Training and evaluation: configs, optimizers, schedules, AMP, DDP, pretraining, linear probe,
 //! k-NN, checkpoints and run metrics.
 
-pub mod metrics;
 pub mod backbone;
 pub mod knn;
+pub mod metrics;
 pub mod optim;
+pub mod plot;
 pub mod probe;
 pub mod scaler;
 pub mod schedule;
+pub mod summary;
 pub mod weights_io;

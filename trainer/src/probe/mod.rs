@@ -378,6 +378,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         let mut seen = 0usize;
         let mut t_print = Instant::now();
         let mut seen_print = 0usize;
+        let mut steps_this_epoch = 0u64;
         for b in train.epoch(epoch, 0)? {
             let mut b = b?;
             let unit = if s.schedule_per_step {
@@ -420,6 +421,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
                 run.sgd.step(&mut run.params, &grads, &lrs)?;
             }
             global_step += 1;
+            steps_this_epoch += 1;
             seen += b.len();
             seen_print += b.len();
             bar.inc(1);
@@ -479,7 +481,9 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
             }
             last_eval = (top1, top5);
         }
-        if done.is_multiple_of(s.save_every) || last {
+        // A run stopped inside an epoch (max_train_step) has nothing to resume from.
+        let complete = steps_this_epoch == steps_per_epoch;
+        if complete && (done.is_multiple_of(s.save_every) || last) {
             let st = ProbeState {
                 epochs_done: done,
                 global_step,

@@ -1,0 +1,456 @@
+//! PNG charts of run metrics: line charts in a grid of panels, and bar charts (throughput per
+//! stage). Drawn with `plotters` into an RGB buffer, encoded with the `image` crate and written
+//! atomically. Text uses DejaVu Sans from Debian's `fonts-dejavu-core`, read at run time.
+
+use anyhow::{Context, Result, anyhow, bail};
+use image::ImageEncoder;
+use image::codecs::png::PngEncoder;
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// The font every chart's text is drawn with.
+pub const FONT_PATH: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+/// The Debian package that provides [`FONT_PATH`].
+pub const FONT_PACKAGE: &str = "fonts-dejavu-core";
+
+/// Pixel size of one panel.
+pub const PANEL_SIZE: (u32, u32) = (600, 400);
+/// Height of the band above the panels that holds the chart title.
+pub const TITLE_HEIGHT: u32 = 40;
+/// Most panels one chart holds.
+pub const MAX_PANELS: usize = 8;
+
+/// One line on a panel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    /// Legend entry.
+    pub name: String,
+    /// (x, y) points in drawing order; non-finite points (and, on a log axis, y <= 0) are
+    /// skipped.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart in the grid.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Panel {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    /// Logarithmic y axis.
+    pub log_y: bool,
+}
+
+/// Pixel size of a chart of `n` panels: one column for a single panel, two otherwise.
+pub fn canvas_size(n: usize) -> (u32, u32) {
+    let cols = if n > 1 { 2 } else { 1 };
+    let rows = n.div_ceil(cols).max(1);
+    (
+        PANEL_SIZE.0 * cols as u32,
+        TITLE_HEIGHT + PANEL_SIZE.1 * rows as u32,
+    )
+}
+
+/// Draws `panels` (1 to [`MAX_PANELS`]) in a grid under `title` and writes the PNG to `path`.
+pub fn render(path: &Path, title: &str, panels: &[Panel]) -> Result<()> {
+    if panels.is_empty() || panels.len() > MAX_PANELS {
+        bail!(
+            "chart {}: {} panels given, 1 to {MAX_PANELS} supported",
+            path.display(),
+            panels.len()
+        );
+    }
+    ensure_font()?;
+    let cols = if panels.len() > 1 { 2 } else { 1 };
+    let rows = panels.len().div_ceil(cols);
+    let (w, h) = canvas_size(panels.len());
+    let mut buf = vec![0u8; w as usize * h as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let body = root
+            .titled(title, ("sans-serif", 26).into_font())
+            .map_err(draw_err)?;
+        let areas = body.split_evenly((rows, cols));
+        for (panel, area) in panels.iter().zip(&areas) {
+            draw_panel(area, panel)?;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    write_png(path, &buf, w, h)
+}
+
+/// Draws one bar per `(label, value)` (for example images/s per pipeline stage), the value
+/// printed above each bar, and writes the PNG to `path`. Non-finite values are left out.
+pub fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<()> {
+    ensure_font()?;
+    let bars: Vec<(&str, f64)> = bars
+        .iter()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(n, v)| (n.as_str(), *v))
+        .collect();
+    let w = PANEL_SIZE.0.max(120 * bars.len() as u32 + 120);
+    let h = PANEL_SIZE.1 + TITLE_HEIGHT;
+    let mut buf = vec![0u8; w as usize * h as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let area = root
+            .titled(title, ("sans-serif", 26).into_font())
+            .map_err(draw_err)?;
+        if bars.is_empty() {
+            no_data(&area)?;
+        } else {
+            draw_bars(&area, y_label, &bars)?;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    write_png(path, &buf, w, h)
+}
+
+fn draw_bars<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    y_label: &str,
+    bars: &[(&str, f64)],
+) -> Result<()> {
+    let lo = bars.iter().map(|b| b.1).fold(0.0, f64::min);
+    let hi = bars.iter().map(|b| b.1).fold(0.0, f64::max);
+    let y = if hi > lo {
+        lo - (hi - lo) * if lo < 0.0 { 0.1 } else { 0.0 }..hi + (hi - lo) * 0.12
+    } else {
+        0.0..1.0
+    };
+    // One segment per bar. An integer range needs two values at least (plotters maps a
+    // single-value range to the wrong place), so a lone bar gets an empty neighbour.
+    let last = (bars.len() as u32).saturating_sub(1).max(1);
+    let right_of = |i: u32| {
+        if i < last {
+            SegmentValue::Exact(i + 1)
+        } else {
+            SegmentValue::Last
+        }
+    };
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0u32..last).into_segmented(), y)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(y_label)
+        .x_labels(bars.len() + 1)
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => bars.get(*i as usize).map_or("", |b| b.0).to_string(),
+            _ => String::new(),
+        })
+        .y_label_formatter(&|v| format_value(*v))
+        .light_line_style(RGBColor(240, 240, 240))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()
+        .map_err(draw_err)?;
+    let color = Palette99::pick(0);
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, &(_, v))| {
+            let i = i as u32;
+            let mut bar = Rectangle::new(
+                [(SegmentValue::Exact(i), 0.0), (right_of(i), v)],
+                color.filled(),
+            );
+            bar.set_margin(0, 0, 12, 12);
+            bar
+        }))
+        .map_err(draw_err)?;
+    let label =
+        TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, &(_, v))| {
+            Text::new(
+                format_value(v),
+                (SegmentValue::CenterOf(i as u32), v.max(0.0)),
+                label.clone(),
+            )
+        }))
+        .map_err(draw_err)?;
+    Ok(())
+}
+
+/// The finite points of each non-empty series (y > 0 as well on a log axis).
+fn clean_series(panel: &Panel) -> Vec<(&str, Vec<(f64, f64)>)> {
+    panel
+        .series
+        .iter()
+        .map(|s| {
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite() && (!panel.log_y || *y > 0.0))
+                .collect();
+            (s.name.as_str(), pts)
+        })
+        .filter(|(_, pts)| !pts.is_empty())
+        .collect()
+}
+
+/// `[lo, hi]` widened so that a single value or a flat line still gets a visible range.
+fn padded(lo: f64, hi: f64, frac: f64) -> Range<f64> {
+    if hi > lo {
+        let pad = (hi - lo) * frac;
+        lo - pad..hi + pad
+    } else {
+        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+        lo - pad..hi + pad
+    }
+}
+
+fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
+}
+
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()> {
+    let series = clean_series(panel);
+    if series.is_empty() {
+        let inner = area
+            .titled(&panel.title, ("sans-serif", 20).into_font())
+            .map_err(draw_err)?;
+        return no_data(&inner);
+    }
+    let all = || series.iter().flat_map(|(_, pts)| pts.iter());
+    let (x_lo, x_hi) = min_max(all().map(|p| p.0));
+    let (y_lo, y_hi) = min_max(all().map(|p| p.1));
+    // A little room on the x axis so that markers at the ends are not cut in half.
+    let x = padded(x_lo, x_hi, 0.02);
+    if panel.log_y {
+        let (lo, hi) = if y_hi > y_lo {
+            (y_lo / 1.2, y_hi * 1.2)
+        } else {
+            (y_lo / 2.0, y_hi * 2.0)
+        };
+        let legend = legend_corner(&series, &x, &(lo.log10()..hi.log10()), f64::log10);
+        draw_lines(area, panel, &series, x, (lo..hi).log_scale(), legend)
+    } else {
+        let y = padded(y_lo, y_hi, 0.05);
+        let legend = legend_corner(&series, &x, &y, |v| v);
+        draw_lines(area, panel, &series, x, y, legend)
+    }
+}
+
+/// The corner of the plot that the fewest points fall in, for the legend (upper right on a
+/// tie). `ty` maps a y value onto the axis' linear scale.
+fn legend_corner(
+    series: &[(&str, Vec<(f64, f64)>)],
+    x: &Range<f64>,
+    y: &Range<f64>,
+    ty: impl Fn(f64) -> f64,
+) -> SeriesLabelPosition {
+    let corners = [
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::LowerLeft, false, false),
+    ];
+    let frac = |v: f64, r: &Range<f64>| (v - r.start) / (r.end - r.start);
+    let count = |right: bool, upper: bool| {
+        series
+            .iter()
+            .flat_map(|(_, pts)| pts.iter())
+            .filter(|&&(px, py)| {
+                let (fx, fy) = (frac(px, x), frac(ty(py), y));
+                (if right { fx > 0.6 } else { fx < 0.4 })
+                    && (if upper { fy > 0.65 } else { fy < 0.35 })
+            })
+            .count()
+    };
+    let mut best = (SeriesLabelPosition::UpperRight, usize::MAX);
+    for (pos, right, upper) in corners {
+        let n = count(right, upper);
+        if n < best.1 {
+            best = (pos, n);
+        }
+    }
+    best.0
+}
+
+fn draw_lines<DB, Y>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    series: &[(&str, Vec<(f64, f64)>)],
+    x: Range<f64>,
+    y: Y,
+    legend: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB: DrawingBackend,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc(&panel.x_label)
+        .y_desc(&panel.y_label)
+        .x_labels(7)
+        .y_labels(6)
+        .x_label_formatter(&|v| format_value(*v))
+        .y_label_formatter(&|v| format_value(*v))
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(draw_err)?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let line = chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(draw_err)?;
+        if !name.is_empty() {
+            line.label(*name).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        }
+        // Markers where the points are few enough to tell apart (and a single point shows).
+        if pts.len() <= 50 {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(draw_err)?;
+        }
+    }
+    if series.iter().any(|(name, _)| !name.is_empty()) {
+        chart
+            .configure_series_labels()
+            .position(legend)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.5))
+            .draw()
+            .map_err(draw_err)?;
+    }
+    Ok(())
+}
+
+fn no_data<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> Result<()> {
+    let (w, h) = area.dim_in_pixel();
+    let style = ("sans-serif", 22)
+        .into_font()
+        .color(&BLACK.mix(0.5))
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    area.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), style))
+        .map_err(draw_err)
+}
+
+/// A compact rendering of a value for labels and tables.
+pub fn format_value(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == 0.0 {
+        return "0".to_string();
+    }
+    let a = v.abs();
+    if !(1e-3..1e6).contains(&a) {
+        return format!("{v:.3e}");
+    }
+    // Four significant digits, trailing zeros dropped.
+    let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+fn draw_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("drawing the chart: {e}")
+}
+
+fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png)
+        .write_image(rgb, w, h, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    pipeline::atomic::write_atomic(path, &png)
+}
+
+/// Registers DejaVu Sans as plotters' "sans-serif" family, once per process (the font data is
+/// kept for the life of the process, as plotters requires).
+fn ensure_font() -> Result<()> {
+    static REGISTERED: Mutex<bool> = Mutex::new(false);
+    let mut done = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return Ok(());
+    }
+    let bytes = std::fs::read(FONT_PATH).with_context(|| {
+        format!("reading the chart font {FONT_PATH} (install the Debian package {FONT_PACKAGE})")
+    })?;
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow!("{FONT_PATH} is not a usable font (from {FONT_PACKAGE})"))?;
+    *done = true;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_never_empty() {
+        assert_eq!(padded(3.0, 3.0, 0.05), 2.7..3.3);
+        assert_eq!(padded(0.0, 0.0, 0.05), -1.0..1.0);
+        assert_eq!(padded(0.0, 10.0, 0.1), -1.0..11.0);
+    }
+
+    #[test]
+    fn non_finite_and_empty_series_are_dropped() {
+        let panel = Panel {
+            log_y: true,
+            series: vec![
+                Series {
+                    name: "a".into(),
+                    points: vec![
+                        (0.0, 1.0),
+                        (1.0, f64::NAN),
+                        (f64::INFINITY, 2.0),
+                        (2.0, 0.0),
+                    ],
+                },
+                Series {
+                    name: "b".into(),
+                    points: vec![],
+                },
+            ],
+            ..Panel::default()
+        };
+        let clean = clean_series(&panel);
+        assert_eq!(clean.len(), 1);
+        assert_eq!(clean[0].1, vec![(0.0, 1.0)]);
+    }
+
+    #[test]
+    fn values_format_compactly() {
+        assert_eq!(format_value(0.0), "0");
+        assert_eq!(format_value(0.5), "0.5");
+        assert_eq!(format_value(0.12345), "0.1235");
+        assert_eq!(format_value(123.0), "123");
+        assert_eq!(format_value(1234.56), "1235");
+        assert_eq!(format_value(1e-5), "1.000e-5");
+        assert_eq!(format_value(-2.5), "-2.5");
+    }
+}
