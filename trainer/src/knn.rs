@@ -54,6 +54,7 @@ pub fn topk_hits(scores: &Tensor, labels: &Tensor) -> (i64, i64) {
 
 /// k-NN accuracy of `query` features against `train` features (both raw; normalised here),
 /// in chunks of `chunk` queries.
+#[allow(clippy::too_many_arguments)]
 pub fn knn_eval(
     train: &Tensor,
     train_labels: &Tensor,

@@ -47,8 +47,11 @@ pub fn save(out: &Path, state: &ProbeState, tensors: &[(String, Tensor)]) -> Res
     Ok(())
 }
 
+/// A state with its named tensors.
+pub type Checkpoint = (ProbeState, Vec<(String, Tensor)>);
+
 /// The last committed state and its tensors, if any.
-pub fn load(out: &Path) -> Result<Option<(ProbeState, Vec<(String, Tensor)>)>> {
+pub fn load(out: &Path) -> Result<Option<Checkpoint>> {
     let json = dir(out).join("latest.json");
     if !json.exists() {
         return Ok(None);
