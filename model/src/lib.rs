@@ -4,6 +4,7 @@ pub mod config;
 pub mod heads;
 pub mod input;
 pub mod layers;
+pub mod loss;
 pub mod runtime;
 pub mod vision_transformer;
 pub mod weights;
