@@ -9,6 +9,7 @@ mod demo;
 mod doctor;
 mod features;
 mod shards;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -62,6 +63,10 @@ enum Command {
     /// CLS / patch / register features of images with a pretrained backbone (official .pth,
     /// PASSL .pdparams or safetensors), after the evaluation transform (resize 256, crop 224).
     Features(features::FeaturesArgs),
+    /// Train from a YAML config (PASSL's layout): a linear probe of a frozen backbone (PASSL's
+    /// single head or dinov2's grid of classifiers) with evaluation, k-NN, checkpoints and
+    /// `--resume`; writes metrics.jsonl, summary.md and curves.png to Global.output_dir/Model.name.
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +93,10 @@ fn main() -> ExitCode {
         Command::Bench(c) => {
             model::runtime::init();
             bench::run(c)
+        }
+        Command::Train(a) => {
+            model::runtime::init();
+            train::run(a)
         }
         Command::Features(a) => {
             model::runtime::init();

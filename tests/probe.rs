@@ -85,6 +85,7 @@ fn settings(data: &Path, out: &Path, epochs: u64) -> ProbeSettings {
             num_heads: None,
             weights: None,
         },
+        class_num: Some(4),
         protocol: Protocol::Passl { lr: 0.1 },
         momentum: 0.9,
         weight_decay: 0.0,
@@ -104,7 +105,9 @@ fn settings(data: &Path, out: &Path, epochs: u64) -> ProbeSettings {
 }
 
 fn head(out: &Path) -> Vec<(String, Tensor)> {
-    Tensor::read_safetensors(out.join("linear_head.safetensors")).unwrap()
+    let mut v = Tensor::read_safetensors(out.join("linear_head.safetensors")).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0)); // the reader's order is unspecified
+    v
 }
 
 fn metrics(out: &Path) -> Vec<serde_json::Value> {

@@ -55,6 +55,8 @@ pub struct ProbeSettings {
     pub train: DataSpec,
     pub eval: DataSpec,
     pub backbone: BackboneSpec,
+    /// The number of classes the config declares (`Model.class_num`); checked against the data.
+    pub class_num: Option<i64>,
     pub protocol: Protocol,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -256,6 +258,14 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         );
     }
     let classes = train_ds.classes().len() as i64;
+    if let Some(n) = s.class_num
+        && n != classes
+    {
+        bail!(
+            "Model.class_num is {n} but {} has {classes} classes",
+            s.train.root.display()
+        );
+    }
     tch::manual_seed(s.seed as i64);
     let (_backbone_vs, vit, what) = build_backbone(&s.backbone, s.device)?;
     let p = vit.config.patch_size as usize;
