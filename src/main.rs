@@ -67,6 +67,11 @@ enum Command {
     /// single head or dinov2's grid of classifiers) with evaluation, k-NN, checkpoints and
     /// `--resume`; writes metrics.jsonl, summary.md and curves.png to Global.output_dir/Model.name.
     Train(train::TrainArgs),
+    /// Re-render a run's summary.md and curves.png from its metrics.jsonl.
+    Report {
+        /// The run directory (Global.output_dir/Model.name).
+        run_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +99,13 @@ fn main() -> ExitCode {
             model::runtime::init();
             bench::run(c)
         }
+        Command::Report { run_dir } => trainer::summary::run_report(&run_dir).map(|r| {
+            if let Ok(md) = std::fs::read_to_string(&r.summary_md) {
+                println!("{md}");
+            }
+            println!("summary: {}\nplot:    {}", r.summary_md.display(), r.plot_png.display());
+            ExitCode::SUCCESS
+        }),
         Command::Train(a) => {
             model::runtime::init();
             train::run(a)

@@ -196,6 +196,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     eprintln!("run directory: {}", s.out_dir.display());
     let outcome = trainer::probe::run(&s)?;
     let report = trainer::summary::run_report(&s.out_dir)?;
+    if let Ok(md) = std::fs::read_to_string(&report.summary_md) {
+        println!("{md}");
+    }
     println!(
         "best top-1 {:.2}% (epoch {}, {}), final top-1 {:.2}% / top-5 {:.2}%",
         outcome.best_top1 * 100.0,
