@@ -10,5 +10,6 @@ pub mod plot;
 pub mod probe;
 pub mod scaler;
 pub mod schedule;
+pub mod ssl_schedules;
 pub mod summary;
 pub mod weights_io;
