@@ -89,42 +89,7 @@ impl Config {
     /// Reads `path`, applies `overrides` (`Section.key.sub=value`, see [`Override`]) and
     /// deserializes strictly. Errors name the file, the dotted key and what was expected.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let file = path.display();
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config file {file}"))?;
-        let mut doc: Value = serde_norway::from_str(&text)
-            .map_err(|e| anyhow!("{file}: not a valid YAML document: {e}"))?;
-        if !doc.is_mapping() {
-            bail!("{file}: the top level must be a mapping of sections (Global, Model, ...)");
-        }
-        let mut parsed = Vec::with_capacity(overrides.len());
-        for raw in overrides {
-            let o = Override::parse(raw).map_err(|e| anyhow!("override `{raw}`: {e}"))?;
-            o.apply(&mut doc)
-                .map_err(|e| anyhow!("override `{raw}` (on {file}): {e}"))?;
-            parsed.push(o);
-        }
-        if parsed.is_empty() {
-            return Self::from_yaml(&text).map_err(|e| anyhow!("{file}:{}", located(&e)));
-        }
-        let merged = serde_norway::to_string(&doc)
-            .map_err(|e| anyhow!("{file}: cannot re-serialize after the overrides: {e}"))?;
-        Self::from_yaml(&merged).map_err(|e| {
-            let culprit = parsed.iter().rev().find(|o| {
-                let k = o.key();
-                e.path == k
-                    || e.path.starts_with(&format!("{k}."))
-                    || k.starts_with(&format!("{}.", e.path))
-            });
-            match culprit {
-                Some(o) => anyhow!("{file}: {} (set by override `-o {}`)", e.describe(), o.raw),
-                // The error is in the file itself: report it where it is written.
-                None => match Self::from_yaml(&text) {
-                    Err(orig) if orig.path == e.path => anyhow!("{file}:{}", located(&orig)),
-                    _ => anyhow!("{file}: {} (after applying the overrides)", e.describe()),
-                },
-            }
-        })
+        load_yaml(path, overrides)
     }
 
     /// [`Config::load`], then [`Config::validate`].
@@ -138,30 +103,18 @@ impl Config {
 
     /// Deserializes a YAML document (PASSL's single-key-map operator lists included).
     pub fn from_yaml(text: &str) -> Result<Self, KeyError> {
-        singleton_map_recursive::deserialize(serde_norway::Deserializer::from_str(text))
-            .map_err(|e| KeyError::from_yaml(&e))
+        from_yaml_as(text)
     }
 
     /// The resolved configuration as YAML (every default written out).
     pub fn to_yaml(&self) -> Result<String> {
-        let mut out = Vec::new();
-        let mut ser = serde_norway::Serializer::new(&mut out);
-        singleton_map_recursive::serialize(self, &mut ser).context("serializing the config")?;
-        String::from_utf8(out).context("serialized config is not UTF-8")
+        to_yaml_as(self)
     }
 
     /// Writes `dir/config.yaml` atomically (a temporary name, then a rename) and returns its
     /// path. Loading it gives back an equal `Config`.
     pub fn write_resolved(&self, dir: &Path) -> Result<PathBuf> {
-        let body = self.to_yaml()?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let dest = dir.join(RESOLVED_NAME);
-        let tmp = dir.join(format!(".{RESOLVED_NAME}.tmp.{}", std::process::id()));
-        let text = format!("# Resolved configuration of this run (defaults filled in).\n{body}");
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &dest)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-        Ok(dest)
+        write_resolved_as(self, dir)
     }
 
     /// The training transform (RandomResizedCrop + RandomHorizontalFlip).
@@ -223,4 +176,70 @@ fn located(e: &KeyError) -> String {
         Some((line, col)) => format!("{line}:{col}: {}", e.describe()),
         None => format!(" {}", e.describe()),
     }
+}
+
+/// Deserializes a YAML document into any strictly typed config (single-key-map operator lists
+/// included).
+pub fn from_yaml_as<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, KeyError> {
+    singleton_map_recursive::deserialize(serde_norway::Deserializer::from_str(text))
+        .map_err(|e| KeyError::from_yaml(&e))
+}
+
+/// Reads a YAML config of any strictly typed schema, applies `-o` overrides and deserializes
+/// it; errors name the file, the dotted key, what was expected and the override that set it.
+pub fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {file}"))?;
+    let mut doc: Value = serde_norway::from_str(&text)
+        .map_err(|e| anyhow!("{file}: not a valid YAML document: {e}"))?;
+    if !doc.is_mapping() {
+        bail!("{file}: the top level must be a mapping of sections (Global, Model, ...)");
+    }
+    let mut parsed = Vec::with_capacity(overrides.len());
+    for raw in overrides {
+        let o = Override::parse(raw).map_err(|e| anyhow!("override `{raw}`: {e}"))?;
+        o.apply(&mut doc)
+            .map_err(|e| anyhow!("override `{raw}` (on {file}): {e}"))?;
+        parsed.push(o);
+    }
+    if parsed.is_empty() {
+        return from_yaml_as::<T>(&text).map_err(|e| anyhow!("{file}:{}", located(&e)));
+    }
+    let merged = serde_norway::to_string(&doc)
+        .map_err(|e| anyhow!("{file}: cannot re-serialize after the overrides: {e}"))?;
+    from_yaml_as::<T>(&merged).map_err(|e| {
+        let culprit = parsed.iter().rev().find(|o| {
+            let k = o.key();
+            e.path == k
+                || e.path.starts_with(&format!("{k}."))
+                || k.starts_with(&format!("{}.", e.path))
+        });
+        match culprit {
+            Some(o) => anyhow!("{file}: {} (set by override `-o {}`)", e.describe(), o.raw),
+            // The error is in the file itself: report it where it is written.
+            None => match from_yaml_as::<T>(&text) {
+                Err(orig) if orig.path == e.path => anyhow!("{file}:{}", located(&orig)),
+                _ => anyhow!("{file}: {} (after applying the overrides)", e.describe()),
+            },
+        }
+    })
+}
+
+/// Any config as YAML (single-key-map operator lists kept in that form).
+pub fn to_yaml_as<T: serde::Serialize>(v: &T) -> Result<String> {
+    let mut out = Vec::new();
+    let mut ser = serde_norway::Serializer::new(&mut out);
+    singleton_map_recursive::serialize(v, &mut ser).context("serializing the config")?;
+    String::from_utf8(out).context("serialized config is not UTF-8")
+}
+
+/// Writes a resolved config to `dir/config.yaml` atomically and returns its path.
+pub fn write_resolved_as<T: serde::Serialize>(v: &T, dir: &Path) -> Result<PathBuf> {
+    let body = to_yaml_as(v)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join(RESOLVED_NAME);
+    let text = format!("# Resolved configuration of this run (defaults filled in).\n{body}");
+    pipeline::atomic::write_atomic(&dest, text.as_bytes())?;
+    Ok(dest)
 }
