@@ -13,6 +13,7 @@ use trainer::probe::classifiers::Protocol;
 use trainer::probe::{DataSpec, KnnSpec, ProbeSettings};
 use trainer::scaler::LossScaler;
 use trainer::schedule::Cosine;
+use trainer::ssl::config::SslConfig;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -188,6 +189,13 @@ pub fn settings(cfg: &Config, resume: bool, device: Option<&str>) -> Result<Prob
 }
 
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&a.config)
+        .with_context(|| format!("cannot read the config file {}", a.config.display()))?;
+    let doc: serde_norway::Value = serde_norway::from_str(&text)
+        .with_context(|| format!("{}: not a valid YAML document", a.config.display()))?;
+    if SslConfig::looks_like(&doc) {
+        return pretrain(a);
+    }
     let cfg = Config::open(&a.config, &a.overrides)?;
     let s = settings(&cfg, a.resume, a.device.as_deref())?;
     std::fs::create_dir_all(&s.out_dir)
@@ -216,5 +224,32 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         "head:    {}",
         s.out_dir.join("linear_head.safetensors").display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A pretraining config (dinov2's keys): pretrain into `train.output_dir`.
+fn pretrain(a: TrainArgs) -> Result<ExitCode> {
+    let mut cfg: SslConfig = trainer::config::load_yaml(&a.config, &a.overrides)?;
+    if let Some(d) = &a.device {
+        cfg.train.device = d.clone();
+    }
+    let out = cfg.train.output_dir.clone();
+    let sched = trainer::ssl::train::schedules(&cfg, 1)?;
+    cfg.optim.lr = sched.lr.base_value;
+    trainer::config::write_resolved_as(&cfg, &out)?;
+    eprintln!("run directory: {}", out.display());
+    let o = trainer::ssl::train::run(&cfg, &out, a.resume, std::io::stderr().is_terminal())?;
+    let plot = trainer::ssl::report::render(&out)?;
+    println!(
+        "{} iterations; last loss {:.4} (dino local {:.4}, dino global {:.4}, koleo {:.4}, ibot {:.4})",
+        o.iterations,
+        o.last.total,
+        o.last.dino_local_crops_loss,
+        o.last.dino_global_crops_loss,
+        o.last.koleo_loss,
+        o.last.ibot_loss
+    );
+    println!("teacher backbone: {}", o.teacher_backbone.display());
+    println!("plot:             {}", plot.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ pub mod plot;
 pub mod probe;
 pub mod scaler;
 pub mod schedule;
+pub mod ssl;
 pub mod ssl_schedules;
 pub mod summary;
 pub mod weights_io;

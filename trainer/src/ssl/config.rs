@@ -1,0 +1,336 @@
+//! The pretraining config: dinov2's own layout and keys (`dinov2/configs/ssl_default_config.yaml`,
+//! every default the same), read strictly, plus a few keys this project adds (marked).
+
+use crate::ssl::meta_arch::Centering;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+macro_rules! defaults {
+    ($($f:ident: $t:ty = $v:expr;)*) => {
+        $(fn $f() -> $t { $v })*
+    };
+}
+
+defaults! {
+    d_true: bool = true;
+    d_one: f64 = 1.0;
+    d_protos: i64 = 65536;
+    d_bottleneck: i64 = 256;
+    d_nlayers: i64 = 3;
+    d_hidden: i64 = 2048;
+    d_koleo: f64 = 0.1;
+    d_mask_p: f64 = 0.5;
+    d_mask_ratio: (f64, f64) = (0.1, 0.5);
+    d_batch: u64 = 64;
+    d_dataset: String = "ImageNet:split=TRAIN".into();
+    d_output: PathBuf = PathBuf::from(".");
+    d_saveckp: u64 = 20;
+    d_workers: u64 = 10;
+    d_epoch_len: u64 = 1250;
+    d_centering: Centering = Centering::Centering;
+    d_arch: String = "vit_large".into();
+    d_patch: i64 = 16;
+    d_dpr: f64 = 0.3;
+    d_ls: f64 = 1e-5;
+    d_ffn: String = "mlp".into();
+    d_offset: f64 = 0.1;
+    d_mom: f64 = 0.992;
+    d_wtt: f64 = 0.04;
+    d_tt: f64 = 0.07;
+    d_wtt_ep: u64 = 30;
+    d_epochs: u64 = 100;
+    d_wd: f64 = 0.04;
+    d_wd_end: f64 = 0.4;
+    d_base_lr: f64 = 0.004;
+    d_warmup: u64 = 10;
+    d_min_lr: f64 = 1e-6;
+    d_clip: f64 = 3.0;
+    d_freeze: u64 = 1;
+    d_rule: String = "sqrt_wrt_1024".into();
+    d_pe_mult: f64 = 0.2;
+    d_lwd: f64 = 0.9;
+    d_b1: f64 = 0.9;
+    d_b2: f64 = 0.999;
+    d_gscale: (f64, f64) = (0.32, 1.0);
+    d_lcrops: u64 = 8;
+    d_lscale: (f64, f64) = (0.05, 0.32);
+    d_gsize: u64 = 224;
+    d_lsize: u64 = 96;
+    d_eval_period: u64 = 12500;
+    d_log_every: u64 = 10;
+    d_device: String = "auto".into();
+    d_split: String = "train".into();
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SslConfig {
+    #[serde(rename = "MODEL", default)]
+    pub model: ModelSection,
+    #[serde(default)]
+    pub compute_precision: ComputePrecision,
+    #[serde(default)]
+    pub dino: DinoSection,
+    #[serde(default)]
+    pub ibot: IbotSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub student: StudentSection,
+    #[serde(default)]
+    pub teacher: TeacherSection,
+    #[serde(default)]
+    pub optim: OptimSection,
+    #[serde(default)]
+    pub crops: CropsSection,
+    #[serde(default)]
+    pub evaluation: EvaluationSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    #[serde(rename = "WEIGHTS", default)]
+    pub weights: String,
+}
+
+/// `compute_precision`: `grad_scaler` is honoured (fp16 on CUDA: autocast + loss scaling);
+/// the FSDP sharding / mixed-precision sub-sections are accepted as written and not used
+/// (there is no FSDP here: whole-model data parallelism).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputePrecision {
+    #[serde(default = "d_true")]
+    pub grad_scaler: bool,
+    #[serde(default)]
+    pub teacher: Option<serde_norway::Value>,
+    #[serde(default)]
+    pub student: Option<serde_norway::Value>,
+}
+
+impl Default for ComputePrecision {
+    fn default() -> Self {
+        Self {
+            grad_scaler: true,
+            teacher: None,
+            student: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DinoSection {
+    #[serde(default = "d_one")]
+    pub loss_weight: f64,
+    #[serde(default = "d_protos")]
+    pub head_n_prototypes: i64,
+    #[serde(default = "d_bottleneck")]
+    pub head_bottleneck_dim: i64,
+    #[serde(default = "d_nlayers")]
+    pub head_nlayers: i64,
+    #[serde(default = "d_hidden")]
+    pub head_hidden_dim: i64,
+    #[serde(default = "d_koleo")]
+    pub koleo_loss_weight: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IbotSection {
+    #[serde(default = "d_one")]
+    pub loss_weight: f64,
+    #[serde(default = "d_mask_p")]
+    pub mask_sample_probability: f64,
+    #[serde(default = "d_mask_ratio")]
+    pub mask_ratio_min_max: (f64, f64),
+    #[serde(default)]
+    pub separate_head: bool,
+    #[serde(default = "d_protos")]
+    pub head_n_prototypes: i64,
+    #[serde(default = "d_bottleneck")]
+    pub head_bottleneck_dim: i64,
+    #[serde(default = "d_nlayers")]
+    pub head_nlayers: i64,
+    #[serde(default = "d_hidden")]
+    pub head_hidden_dim: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    #[serde(default = "d_batch")]
+    pub batch_size_per_gpu: u64,
+    /// A shard directory or class-per-folder tree (ours); dinov2's `ImageNet:split=TRAIN`
+    /// strings are rejected with a hint.
+    #[serde(default = "d_dataset")]
+    pub dataset_path: String,
+    #[serde(default = "d_output")]
+    pub output_dir: PathBuf,
+    #[serde(default = "d_saveckp")]
+    pub saveckp_freq: u64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "d_workers")]
+    pub num_workers: u64,
+    #[serde(rename = "OFFICIAL_EPOCH_LENGTH", default = "d_epoch_len")]
+    pub official_epoch_length: u64,
+    #[serde(default = "d_true")]
+    pub cache_dataset: bool,
+    #[serde(default = "d_centering")]
+    pub centering: Centering,
+    /// Ours: split of the dataset (default `train`).
+    #[serde(default = "d_split")]
+    pub split: String,
+    /// Ours: auto, cpu, cuda or cuda:N.
+    #[serde(default = "d_device")]
+    pub device: String,
+    /// Ours: log every this many iterations.
+    #[serde(default = "d_log_every")]
+    pub log_every: u64,
+    /// Ours: stop after this many iterations (smoke runs); the schedules still span `epochs`.
+    #[serde(default)]
+    pub max_iterations: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentSection {
+    #[serde(default = "d_arch")]
+    pub arch: String,
+    #[serde(default = "d_patch")]
+    pub patch_size: i64,
+    #[serde(default = "d_dpr")]
+    pub drop_path_rate: f64,
+    #[serde(default = "d_ls")]
+    pub layerscale: f64,
+    #[serde(default = "d_true")]
+    pub drop_path_uniform: bool,
+    #[serde(default)]
+    pub pretrained_weights: String,
+    #[serde(default = "d_ffn")]
+    pub ffn_layer: String,
+    #[serde(default)]
+    pub block_chunks: u64,
+    #[serde(default = "d_true")]
+    pub qkv_bias: bool,
+    #[serde(default = "d_true")]
+    pub proj_bias: bool,
+    #[serde(default = "d_true")]
+    pub ffn_bias: bool,
+    #[serde(default)]
+    pub num_register_tokens: i64,
+    #[serde(default)]
+    pub interpolate_antialias: bool,
+    #[serde(default = "d_offset")]
+    pub interpolate_offset: f64,
+    /// Ours: a custom size instead of `arch` (embed_dim, depth, num_heads all needed).
+    #[serde(default)]
+    pub embed_dim: Option<i64>,
+    #[serde(default)]
+    pub depth: Option<i64>,
+    #[serde(default)]
+    pub num_heads: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherSection {
+    #[serde(default = "d_mom")]
+    pub momentum_teacher: f64,
+    #[serde(default = "d_one")]
+    pub final_momentum_teacher: f64,
+    #[serde(default = "d_wtt")]
+    pub warmup_teacher_temp: f64,
+    #[serde(default = "d_tt")]
+    pub teacher_temp: f64,
+    #[serde(default = "d_wtt_ep")]
+    pub warmup_teacher_temp_epochs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    #[serde(default = "d_epochs")]
+    pub epochs: u64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_wd_end")]
+    pub weight_decay_end: f64,
+    #[serde(default = "d_base_lr")]
+    pub base_lr: f64,
+    /// Set from `base_lr` by the scaling rule (as dinov2; a value here is overwritten).
+    #[serde(default)]
+    pub lr: f64,
+    #[serde(default = "d_warmup")]
+    pub warmup_epochs: u64,
+    #[serde(default = "d_min_lr")]
+    pub min_lr: f64,
+    #[serde(default = "d_clip")]
+    pub clip_grad: f64,
+    #[serde(default = "d_freeze")]
+    pub freeze_last_layer_epochs: u64,
+    #[serde(default = "d_rule")]
+    pub scaling_rule: String,
+    #[serde(default = "d_pe_mult")]
+    pub patch_embed_lr_mult: f64,
+    #[serde(default = "d_lwd")]
+    pub layerwise_decay: f64,
+    #[serde(default = "d_b1")]
+    pub adamw_beta1: f64,
+    #[serde(default = "d_b2")]
+    pub adamw_beta2: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropsSection {
+    #[serde(default = "d_gscale")]
+    pub global_crops_scale: (f64, f64),
+    #[serde(default = "d_lcrops")]
+    pub local_crops_number: u64,
+    #[serde(default = "d_lscale")]
+    pub local_crops_scale: (f64, f64),
+    #[serde(default = "d_gsize")]
+    pub global_crops_size: u64,
+    #[serde(default = "d_lsize")]
+    pub local_crops_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSection {
+    #[serde(default = "d_eval_period")]
+    pub eval_period_iterations: u64,
+}
+
+macro_rules! default_from_empty {
+    ($($t:ty),*) => {
+        $(impl Default for $t {
+            fn default() -> Self {
+                crate::config::from_yaml_as("{}").expect("every field has a default")
+            }
+        })*
+    };
+}
+
+default_from_empty!(
+    DinoSection,
+    IbotSection,
+    TrainSection,
+    StudentSection,
+    TeacherSection,
+    OptimSection,
+    CropsSection,
+    EvaluationSection
+);
+
+impl SslConfig {
+    /// Whether a YAML document is a pretraining config (dinov2's sections) rather than a
+    /// probe config (PASSL's `Global`/`Model` sections).
+    pub fn looks_like(doc: &serde_norway::Value) -> bool {
+        ["student", "teacher", "optim", "dino", "ibot", "crops"]
+            .iter()
+            .any(|k| doc.get(k).is_some())
+    }
+}

@@ -1,0 +1,7 @@
+//! DINOv2 self-supervised pretraining: the meta-architecture ([`meta_arch`]), its config
+//! ([`config`], dinov2's own keys) and the training loop ([`train`]).
+
+pub mod config;
+pub mod meta_arch;
+pub mod report;
+pub mod train;
