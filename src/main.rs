@@ -103,7 +103,11 @@ fn main() -> ExitCode {
             if let Ok(md) = std::fs::read_to_string(&r.summary_md) {
                 println!("{md}");
             }
-            println!("summary: {}\nplot:    {}", r.summary_md.display(), r.plot_png.display());
+            println!(
+                "summary: {}\nplot:    {}",
+                r.summary_md.display(),
+                r.plot_png.display()
+            );
             ExitCode::SUCCESS
         }),
         Command::Train(a) => {
