@@ -503,6 +503,13 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
         }
         let mut b = b?;
         let v = sched.at(it);
+        // Stochastic depth draws from libtorch's generator: seeding it per iteration makes a
+        // resumed run draw exactly what an uninterrupted one does.
+        tch::manual_seed(
+            (c.train.seed as i64)
+                .wrapping_mul(1_000_003)
+                .wrapping_add(it as i64),
+        );
         let sb = batch_tensors(&mut b, g, l, nl, device)?;
         let (values, norms) = train_step(
             &mut arch,

@@ -1,0 +1,109 @@
+//! `dinov2 train` with a pretraining config: a run stopped and resumed ends bit-identical to
+//! an uninterrupted one (teacher backbone, metrics); outputs are written; the exported
+//! teacher backbone loads into `dinov2 features`.
+
+mod common;
+use common::*;
+use converters::synth::{SynthSpec, generate};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+fn data() -> PathBuf {
+    let dir = scratch("ssl_train");
+    let spec = SynthSpec {
+        classes: 3,
+        train_per_class: 20,
+        val_per_class: 0,
+        mean_width: 60,
+        mean_height: 50,
+        ..SynthSpec::default()
+    };
+    generate(&dir.join("tree"), &spec).unwrap();
+    dir
+}
+
+fn run(data: &Path, out: &Path, extra: &[&str]) -> String {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny_ssl_cpu.yaml");
+    let mut a: Vec<std::ffi::OsString> = vec!["train".into(), "-c".into(), config.into()];
+    for o in [
+        format!("train.dataset_path={}", data.join("tree").display()),
+        format!("train.output_dir={}", out.display()),
+        "train.batch_size_per_gpu=8".into(),
+        "train.OFFICIAL_EPOCH_LENGTH=5".into(),
+        "train.saveckp_freq=1".into(),
+        "optim.epochs=4".into(),
+    ] {
+        a.push("-o".into());
+        a.push(o.into());
+    }
+    a.extend(extra.iter().map(Into::into));
+    dinov2_ok(&a.iter().map(|s| s.as_os_str()).collect::<Vec<_>>())
+}
+
+fn sorted(p: PathBuf) -> Vec<(String, Tensor)> {
+    let mut v = Tensor::read_safetensors(p).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn metrics(out: &Path) -> Vec<serde_json::Value> {
+    trainer::metrics::read_metrics(&out.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .map(|mut r| {
+            r.as_object_mut().unwrap().remove("images_per_s");
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn pretraining_resumes_bit_identically() {
+    let d = data();
+    let full = d.join("full");
+    let text = run(&d, &full, &[]);
+    assert!(text.contains("20 iterations"), "{text}");
+    for f in [
+        "config.yaml",
+        "metrics.jsonl",
+        "curves.png",
+        "teacher_backbone.safetensors",
+    ] {
+        assert!(full.join(f).is_file(), "{f} missing");
+    }
+    let part = d.join("part");
+    run(&d, &part, &["-o", "train.max_iterations=10"]);
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(part.join("checkpoints/latest.json")).unwrap())
+            .unwrap();
+    assert_eq!(st["iteration"], 10);
+    run(&d, &part, &["--resume"]);
+    let (a, b) = (
+        sorted(full.join("teacher_backbone.safetensors")),
+        sorted(part.join("teacher_backbone.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert!(ta.equal(tb), "{ka} differs after resume");
+    }
+    assert_eq!(metrics(&full), metrics(&part));
+
+    // The export loads strictly into the features command (official key names).
+    let feats = d.join("f.safetensors");
+    dinov2_ok(args![
+        "features",
+        "--weights",
+        full.join("teacher_backbone.safetensors"),
+        "--num-heads",
+        "4",
+        "--input",
+        d.join("tree/train"),
+        "--out",
+        feats,
+        "--resize",
+        "36",
+        "--crop",
+        "32"
+    ]);
+}
