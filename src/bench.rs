@@ -47,6 +47,9 @@ pub enum BenchCommand {
     /// ViT forward and forward+backward ms (default ViT-S/14, batch 8, 224 px) against PyTorch
     /// eager (the reference dinov2 package and timm) in the same run.
     Model(crate::bench_model::ModelArgs),
+    /// Pretraining: images/s of the whole training step against the data pipeline alone, on
+    /// the same pretraining config, in one run.
+    Train(crate::bench_train::TrainBenchArgs),
 }
 
 /// Options of `dinov2 bench data`.
@@ -108,6 +111,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         } => bench_convert(images, classes, &workdir, workers, reps, python),
         BenchCommand::Data(args) => crate::bench_data::run(args),
         BenchCommand::Model(args) => crate::bench_model::run(args),
+        BenchCommand::Train(args) => crate::bench_train::run(args),
     }
 }
 

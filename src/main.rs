@@ -3,6 +3,7 @@
 mod bench;
 mod bench_data;
 mod bench_model;
+mod bench_train;
 mod checkpoint;
 mod convert;
 mod demo;

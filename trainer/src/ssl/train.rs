@@ -165,7 +165,7 @@ pub fn batch_tensors(
     })
 }
 
-fn parse_device(s: &str) -> Result<Device> {
+pub fn parse_device(s: &str) -> Result<Device> {
     Ok(match s {
         "auto" => Device::cuda_if_available(),
         "cpu" => Device::Cpu,
@@ -340,6 +340,54 @@ pub fn train_step(
     Ok((values, norms))
 }
 
+/// The dataset `train.dataset_path` / `train.split` names.
+pub fn open_train_dataset(c: &SslConfig) -> Result<Arc<dyn pipeline::Dataset>> {
+    Ok(Arc::from(
+        open_dataset(Path::new(&c.train.dataset_path), &c.train.split)
+            .with_context(|| format!("opening train.dataset_path {}", c.train.dataset_path))?,
+    ))
+}
+
+/// The pretraining loader of a config: multi-crop preset, iBOT masks, infinite sampler.
+pub fn build_loader(c: &SslConfig, ds: Arc<dyn pipeline::Dataset>) -> Result<Loader> {
+    let cr = &c.crops;
+    let preset = Preset::Dinov2(MultiCrop {
+        global_size: cr.global_crops_size as usize,
+        local_size: cr.local_crops_size as usize,
+        global_scale: cr.global_crops_scale,
+        local_scale: cr.local_crops_scale,
+        local_crops: cr.local_crops_number as usize,
+        ..MultiCrop::default()
+    });
+    let batch = c.train.batch_size_per_gpu as usize;
+    let workers = (c.train.num_workers as usize).clamp(
+        1,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    let storages: Vec<Box<dyn BatchStorage>> = (0..3)
+        .map(|_| Box::new(VecStorage::for_preset(&preset, batch)) as Box<dyn BatchStorage>)
+        .collect();
+    Loader::new(
+        ds,
+        LoaderConfig {
+            preset,
+            batch_size: batch,
+            workers,
+            seed: c.train.seed,
+            sampler: SamplerKind::Infinite,
+            rank: 0,
+            world: 1,
+            masks: Some(MaskConfig {
+                patch_size: c.student.patch_size as usize,
+                ratio: c.ibot.mask_ratio_min_max,
+                probability: c.ibot.mask_sample_probability,
+            }),
+            keep_partial_batch: false,
+        },
+        storages,
+    )
+}
+
 /// Runs (or with `resume`, continues) pretraining into `out`.
 pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<SslOutcome> {
     let device = parse_device(&c.train.device)?;
@@ -421,47 +469,11 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
     }
     let mut metrics = MetricsWriter::append(&metrics_path)?;
 
-    let ds: Arc<dyn pipeline::Dataset> = Arc::from(
-        open_dataset(Path::new(&c.train.dataset_path), &c.train.split)
-            .with_context(|| format!("opening train.dataset_path {}", c.train.dataset_path))?,
-    );
+    let ds = open_train_dataset(c)?;
     eprintln!("data: {}", ds.describe());
+    let mut loader = build_loader(c, ds)?;
     let cr = &c.crops;
-    let preset = Preset::Dinov2(MultiCrop {
-        global_size: cr.global_crops_size as usize,
-        local_size: cr.local_crops_size as usize,
-        global_scale: cr.global_crops_scale,
-        local_scale: cr.local_crops_scale,
-        local_crops: cr.local_crops_number as usize,
-        ..MultiCrop::default()
-    });
     let batch = c.train.batch_size_per_gpu as usize;
-    let workers = (c.train.num_workers as usize).clamp(
-        1,
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    );
-    let storages: Vec<Box<dyn BatchStorage>> = (0..3)
-        .map(|_| Box::new(VecStorage::for_preset(&preset, batch)) as Box<dyn BatchStorage>)
-        .collect();
-    let mut loader = Loader::new(
-        ds,
-        LoaderConfig {
-            preset,
-            batch_size: batch,
-            workers,
-            seed: c.train.seed,
-            sampler: SamplerKind::Infinite,
-            rank: 0,
-            world: 1,
-            masks: Some(MaskConfig {
-                patch_size: c.student.patch_size as usize,
-                ratio: c.ibot.mask_ratio_min_max,
-                probability: c.ibot.mask_sample_probability,
-            }),
-            keep_partial_batch: false,
-        },
-        storages,
-    )?;
     let total = c.optim.epochs * c.train.official_epoch_length;
     let end = c.train.max_iterations.map_or(total, |m| m.min(total));
     let ckpt_every = (c.train.saveckp_freq * c.train.official_epoch_length).max(1);

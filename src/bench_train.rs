@@ -1,0 +1,145 @@
+//! `dinov2 bench train -c CONFIG`: images/s of the whole pretraining step (data + forward +
+//! backward + optimizer + EMA) side by side with the data pipeline alone on the same config,
+//! in one run: how far the pipeline is from starving the step.
+
+use anyhow::{Context, Result, ensure};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use tch::Tensor;
+use trainer::optim::{AdamW, student_param_groups};
+use trainer::ssl::config::SslConfig;
+use trainer::ssl::meta_arch::SslMetaArch;
+use trainer::ssl::train::{
+    Optim, batch_tensors, build_loader, meta_arch_config, open_train_dataset, parse_device,
+    schedules, train_step,
+};
+
+#[derive(clap::Args)]
+pub struct TrainBenchArgs {
+    /// A pretraining config (dinov2's keys), e.g. configs/tiny_ssl_cpu.yaml.
+    #[arg(short = 'c', long = "config")]
+    pub config: PathBuf,
+    #[arg(short = 'o', long = "override")]
+    pub overrides: Vec<String>,
+    /// Timed iterations (after 2 warm-up ones).
+    #[arg(long, default_value_t = 20)]
+    pub iterations: u64,
+    /// Where results.json goes.
+    #[arg(long, default_value = "runs/bench-train")]
+    pub workdir: PathBuf,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
+    ensure!(a.iterations >= 3, "--iterations must be at least 3");
+    let c: SslConfig = trainer::config::load_yaml(&a.config, &a.overrides)?;
+    let device = parse_device(&c.train.device)?;
+    let ds = open_train_dataset(&c)?;
+    let batch = c.train.batch_size_per_gpu as usize;
+    let n = a.iterations + 2;
+    let cr = &c.crops;
+    let (g, l, nl) = (
+        cr.global_crops_size as usize,
+        cr.local_crops_size as usize,
+        cr.local_crops_number as usize,
+    );
+
+    // 1. The data pipeline alone (batches dropped as soon as they arrive).
+    let mut loader = build_loader(&c, ds.clone())?;
+    let mut data_times = Vec::new();
+    {
+        let mut it = loader.epoch(0, 0)?;
+        let mut t = Instant::now();
+        for i in 0..n {
+            let b = it.next().context("the loader ended")??;
+            drop(b);
+            if i >= 2 {
+                data_times.push(t.elapsed().as_secs_f64());
+            }
+            t = Instant::now();
+        }
+    }
+    // 2. The whole training step, fed by the same pipeline.
+    tch::manual_seed(0);
+    let mac = meta_arch_config(&c)?;
+    let mut arch = SslMetaArch::new(mac.clone(), device)?;
+    let vars: std::collections::BTreeMap<String, Tensor> =
+        arch.student_vs.variables().into_iter().collect();
+    let names: Vec<String> = vars.keys().cloned().collect();
+    let mut params: Vec<Tensor> = vars.values().map(|t| t.shallow_clone()).collect();
+    let groups = student_param_groups(
+        &names,
+        mac.student.depth as usize,
+        false,
+        c.optim.layerwise_decay,
+        c.optim.patch_embed_lr_mult,
+    )?;
+    let mut adamw = AdamW::with_betas(&params, c.optim.adamw_beta1, c.optim.adamw_beta2, 1e-8);
+    let sched = schedules(&c, 1)?;
+    let mut scaler = (device.is_cuda() && c.compute_precision.grad_scaler)
+        .then(|| trainer::scaler::LossScaler::new(65536.0, 2.0, 0.5, 2000, 1));
+    let mut loader = build_loader(&c, ds)?;
+    let mut step_times = Vec::new();
+    {
+        let mut it = loader.epoch(0, 0)?;
+        let mut t = Instant::now();
+        for i in 0..n {
+            let mut b = it.next().context("the loader ended")??;
+            let sb = batch_tensors(&mut b, g, l, nl, device)?;
+            // Past warm-up values so that every parameter group moves.
+            let v = sched.at(sched.last_layer_frozen_iters + i);
+            train_step(
+                &mut arch,
+                &mut Optim {
+                    names: &names,
+                    params: &mut params,
+                    groups: &groups,
+                    adamw: &mut adamw,
+                    scaler: &mut scaler,
+                    clip_grad: c.optim.clip_grad,
+                },
+                &sb,
+                &v,
+            )?;
+            if let tch::Device::Cuda(d) = device {
+                tch::Cuda::synchronize(d as i64);
+            }
+            if i >= 2 {
+                step_times.push(t.elapsed().as_secs_f64());
+            }
+            t = Instant::now();
+        }
+    }
+    let data_ips = batch as f64 / median(&mut data_times);
+    let step_ips = batch as f64 / median(&mut step_times);
+    let crops = 2 + nl;
+    println!(
+        "{} ({}x{} ViT, patch {}), batch {batch}, {crops} crops ({g} + {nl} x {l} px), {device:?}, {} timed iterations, medians:",
+        c.student.arch, mac.student.depth, mac.student.embed_dim, mac.student.patch_size, a.iterations
+    );
+    println!("| what | images/s | crops/s |");
+    println!("|---|---:|---:|");
+    println!("| data pipeline alone | {data_ips:.1} | {:.0} |", data_ips * crops as f64);
+    println!("| whole training step | {step_ips:.1} | {:.0} |", step_ips * crops as f64);
+    println!(
+        "the pipeline delivers {:.1}x what the step consumes",
+        data_ips / step_ips
+    );
+    std::fs::create_dir_all(&a.workdir)?;
+    let path = a.workdir.join("results.json");
+    pipeline::atomic::write_atomic(
+        &path,
+        &serde_json::to_vec_pretty(&serde_json::json!({
+            "config": a.config, "overrides": a.overrides, "batch": batch, "device": format!("{device:?}"),
+            "data_images_per_s": data_ips, "step_images_per_s": step_ips,
+            "data_batch_seconds": data_times, "step_seconds": step_times,
+        }))?,
+    )?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
