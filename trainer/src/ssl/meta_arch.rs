@@ -75,6 +75,11 @@ pub struct LossValues {
     pub dino_global_crops_loss: f64,
     pub koleo_loss: f64,
     pub ibot_loss: f64,
+    /// Mean entropy (nats) of the teacher's DINO targets, per image; `ln K` is uniform.
+    pub teacher_entropy: f64,
+    /// Entropy of the batch-mean teacher target: near 0 when every image maps to the same
+    /// prototype (collapse), near `ln K` when prototypes are used evenly.
+    pub teacher_marginal_entropy: f64,
 }
 
 pub struct SslMetaArch {
@@ -197,6 +202,20 @@ impl SslMetaArch {
             "global crops must come in pairs"
         );
         let (teacher_dino, teacher_ibot) = self.teacher_targets(b, teacher_temp)?;
+        let (h, hm) = tch::no_grad(|| {
+            let p = teacher_dino.flatten(0, 1).to_kind(Kind::Float);
+            let ent = |q: &Tensor| {
+                -(q * q.clamp_min(1e-12).log()).sum_dim_intlist(
+                    [-1i64].as_slice(),
+                    false,
+                    Kind::Float,
+                )
+            };
+            (
+                ent(&p).mean(Kind::Float).double_value(&[]),
+                ent(&p.mean_dim([0i64].as_slice(), false, Kind::Float)).double_value(&[]),
+            )
+        });
         let sg = self
             .student
             .backbone
@@ -239,7 +258,11 @@ impl SslMetaArch {
         let terms = terms as f64;
         let teacher_list: Vec<Tensor> = teacher_dino.unbind(0);
         let mut total = Tensor::zeros([], (Kind::Float, b.global.device()));
-        let mut v = LossValues::default();
+        let mut v = LossValues {
+            teacher_entropy: h,
+            teacher_marginal_entropy: hm,
+            ..LossValues::default()
+        };
         let c = &self.config;
         if n_local > 0 {
             let l = self

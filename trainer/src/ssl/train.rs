@@ -556,7 +556,8 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
                 "kind": "pretrain", "iteration": it, "epoch": it / c.train.official_epoch_length,
                 "total_loss": last.total, "dino_local_crops_loss": last.dino_local_crops_loss,
                 "dino_global_crops_loss": last.dino_global_crops_loss, "koleo_loss": last.koleo_loss,
-                "ibot_loss": last.ibot_loss, "lr": v.lr, "wd": v.wd, "mom": v.momentum,
+                "ibot_loss": last.ibot_loss, "teacher_entropy": last.teacher_entropy,
+                "teacher_marginal_entropy": last.teacher_marginal_entropy, "lr": v.lr, "wd": v.wd, "mom": v.momentum,
                 "last_layer_lr": v.last_layer_lr, "teacher_temp": v.teacher_temp,
                 "images_per_s": ips, "loss_scale": scaler.as_ref().map(|s| s.scale),
             });
