@@ -120,12 +120,22 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
     let crops = 2 + nl;
     println!(
         "{} ({}x{} ViT, patch {}), batch {batch}, {crops} crops ({g} + {nl} x {l} px), {device:?}, {} timed iterations, medians:",
-        c.student.arch, mac.student.depth, mac.student.embed_dim, mac.student.patch_size, a.iterations
+        c.student.arch,
+        mac.student.depth,
+        mac.student.embed_dim,
+        mac.student.patch_size,
+        a.iterations
     );
     println!("| what | images/s | crops/s |");
     println!("|---|---:|---:|");
-    println!("| data pipeline alone | {data_ips:.1} | {:.0} |", data_ips * crops as f64);
-    println!("| whole training step | {step_ips:.1} | {:.0} |", step_ips * crops as f64);
+    println!(
+        "| data pipeline alone | {data_ips:.1} | {:.0} |",
+        data_ips * crops as f64
+    );
+    println!(
+        "| whole training step | {step_ips:.1} | {:.0} |",
+        step_ips * crops as f64
+    );
     println!(
         "the pipeline delivers {:.1}x what the step consumes",
         data_ips / step_ips
