@@ -67,10 +67,22 @@ fn assert_has(msg: &str, parts: &[&str]) {
 
 #[test]
 fn every_shipped_config_loads_and_validates() {
-    let mut n = 0;
+    let (mut n, mut n_ssl) = (0, 0);
     for entry in std::fs::read_dir(configs_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let doc: serde_norway::Value =
+            serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        if trainer::ssl::config::SslConfig::looks_like(&doc) {
+            // A pretraining config: dinov2's keys, strictly; its schedules build.
+            let c: trainer::ssl::config::SslConfig =
+                trainer::config::load_yaml(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+            trainer::ssl::train::meta_arch_config(&c)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            trainer::ssl::train::schedules(&c, 1).unwrap();
+            n_ssl += 1;
             continue;
         }
         let c = Config::open(&path, &[]).unwrap_or_else(|e| panic!("{e:#}"));
@@ -81,6 +93,10 @@ fn every_shipped_config_loads_and_validates() {
     assert!(
         n >= 5,
         "expected the 4 seed configs and tiny_lp_cpu.yaml, found {n}"
+    );
+    assert!(
+        n_ssl >= 3,
+        "expected the pretraining configs, found {n_ssl}"
     );
 }
 
