@@ -6,8 +6,6 @@ use anyhow::{Context, Result, ensure};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-use tch::Tensor;
-use trainer::optim::{AdamW, student_param_groups};
 use trainer::ssl::config::SslConfig;
 use trainer::ssl::meta_arch::SslMetaArch;
 use trainer::ssl::train::{
@@ -68,21 +66,8 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
     tch::manual_seed(0);
     let mac = meta_arch_config(&c)?;
     let mut arch = SslMetaArch::new(mac.clone(), device)?;
-    let vars: std::collections::BTreeMap<String, Tensor> =
-        arch.student_vs.variables().into_iter().collect();
-    let names: Vec<String> = vars.keys().cloned().collect();
-    let mut params: Vec<Tensor> = vars.values().map(|t| t.shallow_clone()).collect();
-    let groups = student_param_groups(
-        &names,
-        mac.student.depth as usize,
-        false,
-        c.optim.layerwise_decay,
-        c.optim.patch_embed_lr_mult,
-    )?;
-    let mut adamw = AdamW::with_betas(&params, c.optim.adamw_beta1, c.optim.adamw_beta2, 1e-8);
+    let mut o = Optim::new(&arch, &c)?;
     let sched = schedules(&c, 1)?;
-    let mut scaler = (device.is_cuda() && c.compute_precision.grad_scaler)
-        .then(|| trainer::scaler::LossScaler::new(65536.0, 2.0, 0.5, 2000, 1));
     let mut loader = build_loader(&c, ds)?;
     let mut step_times = Vec::new();
     {
@@ -93,19 +78,7 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
             let sb = batch_tensors(&mut b, g, l, nl, device)?;
             // Past warm-up values so that every parameter group moves.
             let v = sched.at(sched.last_layer_frozen_iters + i);
-            train_step(
-                &mut arch,
-                &mut Optim {
-                    names: &names,
-                    params: &mut params,
-                    groups: &groups,
-                    adamw: &mut adamw,
-                    scaler: &mut scaler,
-                    clip_grad: c.optim.clip_grad,
-                },
-                &sb,
-                &v,
-            )?;
+            train_step(&mut arch, &mut o, &sb, &v)?;
             if let tch::Device::Cuda(d) = device {
                 tch::Cuda::synchronize(d as i64);
             }

@@ -1,48 +1,10 @@
-//! Weights files in, feature files out: the glue between `converters` (checkpoint readers,
-//! no libtorch) and tch tensors.
+//! Feature files out (weights files come in through `trainer::weights_io`).
 
 use anyhow::{Context, Result, bail};
-use converters::tensor::{DType, RawTensor};
 use std::path::Path;
 use tch::{Kind, Tensor};
 
-fn kind(d: DType) -> Kind {
-    match d {
-        DType::F64 => Kind::Double,
-        DType::F32 => Kind::Float,
-        DType::F16 => Kind::Half,
-        DType::BF16 => Kind::BFloat16,
-        DType::I64 => Kind::Int64,
-        DType::I32 => Kind::Int,
-        DType::I16 => Kind::Int16,
-        DType::I8 => Kind::Int8,
-        DType::U8 => Kind::Uint8,
-        DType::Bool => Kind::Bool,
-    }
-}
-
-fn to_tensor(t: &RawTensor) -> Result<Tensor> {
-    let shape: Vec<i64> = t.shape.iter().map(|&s| s as i64).collect();
-    Ok(Tensor::f_from_data_size(&t.data, &shape, kind(t.dtype))?)
-}
-
-/// The tensors of a weights file (.safetensors, .pth/.pt, .pdparams) as tch tensors, with
-/// `dinov2 convert weights`'s `--select` / `--strip-prefix` semantics.
-pub fn read_tensors(
-    path: &Path,
-    select: Option<&str>,
-    strip_prefix: Option<&str>,
-) -> Result<Vec<(String, Tensor)>> {
-    converters::weights::read_weights(path, select, strip_prefix)?
-        .iter()
-        .map(|(n, t)| {
-            Ok((
-                n.clone(),
-                to_tensor(t).with_context(|| format!("tensor {n}"))?,
-            ))
-        })
-        .collect()
-}
+pub use trainer::weights_io::read_tensors;
 
 /// Writes features: a safetensors file (all tensors, `files` in the metadata as JSON), or
 /// `.npy` files (the first tensor at `path`, the others at `<stem>_<name>.npy`) plus

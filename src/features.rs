@@ -2,7 +2,7 @@
 //! pretrained backbone, written to safetensors or .npy.
 
 use crate::checkpoint;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{DinoVisionTransformer, VitConfig};
@@ -59,17 +59,7 @@ pub struct FeaturesArgs {
     pub fp16: bool,
 }
 
-pub fn parse_device(s: &str) -> Result<Device> {
-    Ok(match s {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Device::Cuda(n),
-            None => bail!("unknown device {other:?} (expected auto, cpu, cuda or cuda:N)"),
-        },
-    })
-}
+pub use trainer::ssl::train::parse_device;
 
 /// Image files under `input` (or `input` itself), sorted.
 fn list_images(input: &Path) -> Result<Vec<PathBuf>> {

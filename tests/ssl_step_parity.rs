@@ -10,7 +10,6 @@ use converters::synth::{SynthSpec, generate};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Tensor};
-use trainer::optim::{AdamW, student_param_groups};
 use trainer::ssl::config::SslConfig;
 use trainer::ssl::meta_arch::SslMetaArch;
 use trainer::ssl::train::{Optim, batch_tensors, meta_arch_config, train_step};
@@ -142,35 +141,10 @@ fn two_training_iterations_match_the_reference() {
         .collect();
 
     // Our two iterations.
-    let vars: std::collections::BTreeMap<String, Tensor> =
-        arch.student_vs.variables().into_iter().collect();
-    let names: Vec<String> = vars.keys().cloned().collect();
-    let mut params: Vec<Tensor> = vars.values().map(|t| t.shallow_clone()).collect();
-    let groups = student_param_groups(
-        &names,
-        s.depth as usize,
-        false,
-        cfg.optim.layerwise_decay,
-        cfg.optim.patch_embed_lr_mult,
-    )
-    .unwrap();
-    let mut adamw = AdamW::new(&params);
-    let mut scaler = None;
+    let mut o = Optim::new(&arch, &cfg).unwrap();
+    assert!(o.scaler.is_none());
     for (i, v) in steps.iter().enumerate() {
-        let (values, _) = train_step(
-            &mut arch,
-            &mut Optim {
-                names: &names,
-                params: &mut params,
-                groups: &groups,
-                adamw: &mut adamw,
-                scaler: &mut scaler,
-                clip_grad: cfg.optim.clip_grad,
-            },
-            &sb,
-            v,
-        )
-        .unwrap();
+        let (values, _) = train_step(&mut arch, &mut o, &sb, v).unwrap();
         for (k, ours) in [
             ("dino_local_crops_loss", values.dino_local_crops_loss),
             ("dino_global_crops_loss", values.dino_global_crops_loss),

@@ -29,22 +29,7 @@ pub fn dir(out: &Path) -> PathBuf {
 /// Writes `epoch_<n>.safetensors` then `latest.json` (atomically), then removes older tensor
 /// files.
 pub fn save(out: &Path, state: &ProbeState, tensors: &[(String, Tensor)]) -> Result<()> {
-    let d = dir(out);
-    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    model::weights::save_safetensors(tensors, &d.join(&state.tensors))?;
-    pipeline::atomic::write_atomic(&d.join("latest.json"), &serde_json::to_vec_pretty(state)?)?;
-    for e in std::fs::read_dir(&d)? {
-        let p = e?.path();
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        if name.starts_with("epoch_") && name.ends_with(".safetensors") && name != state.tensors {
-            let _ = std::fs::remove_file(&p);
-        }
-    }
-    Ok(())
+    crate::checkpoint::commit(&dir(out), &state.tensors, tensors, state, "epoch_")
 }
 
 /// A state with its named tensors.

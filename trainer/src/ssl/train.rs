@@ -165,6 +165,7 @@ pub fn batch_tensors(
     })
 }
 
+/// `auto` (the first GPU when libtorch sees one), `cpu`, `cuda`/`gpu` or `cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device> {
     Ok(match s {
         "auto" => Device::cuda_if_available(),
@@ -172,7 +173,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
         "cuda" | "gpu" => Device::Cuda(0),
         o => match o.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(n) => Device::Cuda(n),
-            None => bail!("train.device {o:?}: expected auto, cpu, cuda or cuda:N"),
+            None => bail!("unknown device {o:?} (expected auto, cpu, cuda or cuda:N)"),
         },
     })
 }
@@ -226,22 +227,7 @@ fn save(
             sum.to_device(Device::Cpu),
         ));
     }
-    let dir = out.join("checkpoints");
-    std::fs::create_dir_all(&dir)?;
-    model::weights::save_safetensors(&t, &dir.join(&st.tensors))?;
-    pipeline::atomic::write_atomic(&dir.join("latest.json"), &serde_json::to_vec_pretty(st)?)?;
-    for e in std::fs::read_dir(&dir)? {
-        let p = e?.path();
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        if name.starts_with("iter_") && name != st.tensors {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-    Ok(())
+    crate::checkpoint::commit(&out.join("checkpoints"), &st.tensors, &t, st, "iter_")
 }
 
 fn restore(
@@ -291,14 +277,44 @@ fn restore(
     Ok(Some(st))
 }
 
-/// The student's trainable parameters with their names, groups, optimizer and loss scaler.
-pub struct Optim<'a> {
-    pub names: &'a [String],
-    pub params: &'a mut [Tensor],
-    pub groups: &'a [crate::optim::ParamGroup],
-    pub adamw: &'a mut AdamW,
-    pub scaler: &'a mut Option<LossScaler>,
+/// The student's trainable parameters (in name order) with their groups, AdamW state and
+/// loss scaler.
+pub struct Optim {
+    pub names: Vec<String>,
+    pub params: Vec<Tensor>,
+    pub groups: Vec<crate::optim::ParamGroup>,
+    pub adamw: AdamW,
+    pub scaler: Option<LossScaler>,
     pub clip_grad: f64,
+}
+
+impl Optim {
+    /// As train.py: dinov2's parameter groups of every student submodule, AdamW with the
+    /// config's betas; on CUDA with `compute_precision.grad_scaler`, a loss scaler with torch's
+    /// GradScaler defaults (dinov2's ShardedGradScaler).
+    pub fn new(arch: &SslMetaArch, c: &SslConfig) -> Result<Self> {
+        let vars: BTreeMap<String, Tensor> = arch.student_vs.variables().into_iter().collect();
+        let names: Vec<String> = vars.keys().cloned().collect();
+        let params: Vec<Tensor> = vars.values().map(|t| t.shallow_clone()).collect();
+        let groups = student_param_groups(
+            &names,
+            arch.config.student.depth as usize,
+            false,
+            c.optim.layerwise_decay,
+            c.optim.patch_embed_lr_mult,
+        )?;
+        let adamw = AdamW::with_betas(&params, c.optim.adamw_beta1, c.optim.adamw_beta2, 1e-8);
+        let cuda = arch.dino_loss.center().device().is_cuda();
+        Ok(Self {
+            names,
+            params,
+            groups,
+            adamw,
+            scaler: (cuda && c.compute_precision.grad_scaler)
+                .then(|| LossScaler::new(65536.0, 2.0, 0.5, 2000, 1)),
+            clip_grad: c.optim.clip_grad,
+        })
+    }
 }
 
 /// One iteration (train.py's loop body): forward with the teacher temperature of `v`,
@@ -320,7 +336,7 @@ pub fn train_step(
         Some(s) => &loss * s.scale,
         None => loss.shallow_clone(),
     };
-    let mut grads = Tensor::f_run_backward(&[&scaled], &*o.params, false, false)?;
+    let mut grads = Tensor::f_run_backward(&[&scaled], &o.params, false, false)?;
     let ok = match o.scaler.as_mut() {
         Some(s) => {
             let finite = s.unscale(&mut grads);
@@ -331,10 +347,10 @@ pub fn train_step(
     let mut norms = Vec::new();
     if ok {
         if o.clip_grad > 0.0 {
-            norms = clip_grad_norm_by_submodule(o.names, &mut grads, o.clip_grad)?;
+            norms = clip_grad_norm_by_submodule(&o.names, &mut grads, o.clip_grad)?;
         }
-        let (lrs, wds) = apply_schedules(o.groups, v.lr, v.wd, v.last_layer_lr);
-        o.adamw.step(o.params, &grads, &lrs, &wds)?;
+        let (lrs, wds) = apply_schedules(&o.groups, v.lr, v.wd, v.last_layer_lr);
+        o.adamw.step(&mut o.params, &grads, &lrs, &wds)?;
     }
     arch.update_teacher(v.momentum);
     Ok((values, norms))
@@ -424,29 +440,16 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
         );
     }
     // Trainable student parameters in name order, their groups and the optimizer.
-    let vars: BTreeMap<String, Tensor> = arch.student_vs.variables().into_iter().collect();
-    let names: Vec<String> = vars.keys().cloned().collect();
-    let mut params: Vec<Tensor> = vars.values().map(|t| t.shallow_clone()).collect();
-    let groups = student_param_groups(
-        &names,
-        mac.student.depth as usize,
-        false,
-        c.optim.layerwise_decay,
-        c.optim.patch_embed_lr_mult,
-    )?;
-    let mut opt = AdamW::with_betas(&params, c.optim.adamw_beta1, c.optim.adamw_beta2, 1e-8);
+    let mut o = Optim::new(&arch, c)?;
     let sched = schedules(c, 1)?;
-    let mut scaler = (device.is_cuda() && c.compute_precision.grad_scaler)
-        // torch's GradScaler defaults, as dinov2's ShardedGradScaler.
-        .then(|| LossScaler::new(65536.0, 2.0, 0.5, 2000, 1));
-    let fp16 = scaler.is_some();
+    let fp16 = o.scaler.is_some();
 
     let metrics_path = out.join("metrics.jsonl");
     let mut start = 0;
-    match restore(out, &mut arch, &mut opt, &names)? {
+    match restore(out, &mut arch, &mut o.adamw, &o.names)? {
         Some(st) if resume => {
             start = st.iteration;
-            scaler = st.scaler.or(scaler);
+            o.scaler = st.scaler.or(o.scaler.take());
             let keep: Vec<String> = crate::metrics::read_metrics(&metrics_path)
                 .unwrap_or_default()
                 .into_iter()
@@ -523,20 +526,7 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
                 .wrapping_add(it as i64),
         );
         let sb = batch_tensors(&mut b, g, l, nl, device)?;
-        let (values, norms) = train_step(
-            &mut arch,
-            &mut Optim {
-                names: &names,
-                params: &mut params,
-                groups: &groups,
-                adamw: &mut opt,
-                scaler: &mut scaler,
-                clip_grad: c.optim.clip_grad,
-            },
-            &sb,
-            &v,
-        )
-        .map_err(|e| {
+        let (values, norms) = train_step(&mut arch, &mut o, &sb, &v).map_err(|e| {
             anyhow::anyhow!(
                 "{e:#} at iteration {it}; the last good checkpoint in {} is intact",
                 out.join("checkpoints").display()
@@ -559,7 +549,7 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
                 "ibot_loss": last.ibot_loss, "teacher_entropy": last.teacher_entropy,
                 "teacher_marginal_entropy": last.teacher_marginal_entropy, "lr": v.lr, "wd": v.wd, "mom": v.momentum,
                 "last_layer_lr": v.last_layer_lr, "teacher_temp": v.teacher_temp,
-                "images_per_s": ips, "loss_scale": scaler.as_ref().map(|s| s.scale),
+                "images_per_s": ips, "loss_scale": o.scaler.as_ref().map(|s| s.scale),
             });
             for (name, n) in &norms {
                 r[format!("grad_norm_{name}")] = json!(n.double_value(&[]));
@@ -569,7 +559,7 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
             n_log = 0;
         }
         if it.is_multiple_of(ckpt_every) || it == end {
-            save(out, &arch, &opt, &names, &state(it, &scaler))?;
+            save(out, &arch, &o.adamw, &o.names, &state(it, &o.scaler))?;
         }
     }
     bar.finish_and_clear();

@@ -1,0 +1,32 @@
+//! Committing a checkpoint: the tensors under a new name, then the JSON state that names them
+//! (`latest.json`, written atomically: the commit point), then the older tensor files go.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+use tch::Tensor;
+
+/// Writes `dir/<tensors_file>` and `dir/latest.json`, then removes other files of `dir` that
+/// start with `prefix` and end with `.safetensors`.
+pub fn commit<S: serde::Serialize>(
+    dir: &Path,
+    tensors_file: &str,
+    tensors: &[(String, Tensor)],
+    state: &S,
+    prefix: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    model::weights::save_safetensors(tensors, &dir.join(tensors_file))?;
+    pipeline::atomic::write_atomic(&dir.join("latest.json"), &serde_json::to_vec_pretty(state)?)?;
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with(prefix) && name.ends_with(".safetensors") && name != tensors_file {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    Ok(())
+}
