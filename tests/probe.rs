@@ -11,8 +11,17 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 use trainer::backbone::BackboneSpec;
 use trainer::probe::classifiers::Protocol;
-use trainer::probe::{DataSpec, KnnSpec, ProbeSettings, run};
+use trainer::probe::{DataSpec, KnnSpec, ProbeSettings};
 use trainer::schedule::Cosine;
+
+/// libtorch's generator is global and the tests of one binary run on parallel threads:
+/// a run draws its random backbone and heads from it, so runs take turns.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(s: &ProbeSettings) -> anyhow::Result<trainer::probe::ProbeOutcome> {
+    let _turn = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    trainer::probe::run(s)
+}
 
 fn dataset(name: &str) -> PathBuf {
     let dir = scratch(name);
