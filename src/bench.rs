@@ -115,7 +115,8 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
+/// The median of the repetitions of one contender (the upper one for an even count).
+pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

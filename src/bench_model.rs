@@ -2,7 +2,7 @@
 //! PyTorch eager (the reference `dinov2` package, and timm's DINOv2 ViT) in the same run:
 //! every repetition times ours, then each baseline, alternately; medians are reported.
 
-use crate::bench::default_python;
+use crate::bench::{default_python, median};
 use crate::features::parse_device;
 use anyhow::{Context, Result, bail, ensure};
 use model::{DinoVisionTransformer, VitConfig};
@@ -120,12 +120,6 @@ struct Row {
     forward_backward_ms: f64,
     forward_runs: Vec<f64>,
     forward_backward_runs: Vec<f64>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn sync(device: Device) {

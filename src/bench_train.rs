@@ -2,6 +2,7 @@
 //! backward + optimizer + EMA) side by side with the data pipeline alone on the same config,
 //! in one run: how far the pipeline is from starving the step.
 
+use crate::bench::median;
 use anyhow::{Context, Result, ensure};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,11 +27,6 @@ pub struct TrainBenchArgs {
     /// Where results.json goes.
     #[arg(long, default_value = "runs/bench-train")]
     pub workdir: PathBuf,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
@@ -88,8 +84,8 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
             t = Instant::now();
         }
     }
-    let data_ips = batch as f64 / median(&mut data_times);
-    let step_ips = batch as f64 / median(&mut step_times);
+    let data_ips = batch as f64 / median(&data_times);
+    let step_ips = batch as f64 / median(&step_times);
     let crops = 2 + nl;
     println!(
         "{} ({}x{} ViT, patch {}), batch {batch}, {crops} crops ({g} + {nl} x {l} px), {device:?}, {} timed iterations, medians:",

@@ -1,7 +1,7 @@
 //! `dinov2 features`: CLS (and optionally patch / register) features of images with a
 //! pretrained backbone, written to safetensors or .npy.
 
-use crate::checkpoint;
+use crate::feature_file;
 use anyhow::{Context, Result, ensure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -101,7 +101,7 @@ pub fn load_backbone(
     strip_prefix: Option<&str>,
     device: Device,
 ) -> Result<(nn::VarStore, DinoVisionTransformer)> {
-    let tensors = checkpoint::read_tensors(weights, select, strip_prefix)?;
+    let tensors = trainer::weights_io::read_tensors(weights, select, strip_prefix)?;
     let shapes = tensors.iter().map(|(k, t)| (k.clone(), t.size())).collect();
     let mut config =
         VitConfig::infer(&shapes, arch).with_context(|| format!("{}", weights.display()))?;
@@ -192,7 +192,7 @@ pub fn run(a: FeaturesArgs) -> Result<ExitCode> {
         outputs.push(("registers".to_string(), Tensor::cat(&reg, 0)));
     }
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    checkpoint::write_features(&a.out, &outputs, &names)?;
+    feature_file::write_features(&a.out, &outputs, &names)?;
     println!(
         "{} images -> {} ({}: {:?}{})",
         files.len(),

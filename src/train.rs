@@ -134,24 +134,11 @@ pub fn settings(cfg: &Config, resume: bool, device: Option<&str>) -> Result<Prob
             scaling_batch: le.lr_scaling_batch as f64,
         },
     };
-    // Steps per epoch are only known once the dataset is open; per-step schedules get their
-    // length from the training set size.
     let per_step = lr.name == SchedulerName::CosineAnnealing || lr.decay_unit == Unit::Step;
-    let steps_per_epoch = if per_step {
-        let ds = pipeline::dataset::open_dataset(&train.root, &train.split)?;
-        let n = ds.len();
-        (if train.drop_last {
-            n / train.batch_size
-        } else {
-            n.div_ceil(train.batch_size)
-        }) as u64
-    } else {
-        1
-    };
     let schedule = Cosine {
         base: 1.0,
-        total: g.epochs * steps_per_epoch,
-        warmup: lr.warmup_epoch * steps_per_epoch,
+        total: g.epochs,
+        warmup: lr.warmup_epoch,
         warmup_start: lr.warmup_start_lr / lr.learning_rate,
         eta_min: lr.eta_min / lr.learning_rate,
     };

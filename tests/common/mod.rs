@@ -67,3 +67,25 @@ pub fn dinov2_ok(args: &[&std::ffi::OsStr]) -> String {
 macro_rules! args {
     ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new(&$a)),*] };
 }
+
+/// A run's `metrics.jsonl` in `dir` with the timing fields removed (they differ between runs;
+/// everything else must not).
+pub fn metrics_without_timings(dir: &Path) -> Vec<serde_json::Value> {
+    trainer::metrics::read_metrics(&dir.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .map(|mut r| {
+            for k in ["images_per_s", "train_images_per_s"] {
+                r.as_object_mut().unwrap().remove(k);
+            }
+            r
+        })
+        .collect()
+}
+
+/// The tensors of a safetensors file sorted by name (tch's reader gives no order).
+pub fn read_sorted_safetensors(path: &Path) -> Vec<(String, tch::Tensor)> {
+    let mut v = tch::Tensor::read_safetensors(path).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}

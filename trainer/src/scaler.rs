@@ -50,18 +50,22 @@ impl LossScaler {
     }
 
     /// Divides `grads` by the scale in place; returns whether they are all finite.
+    /// Gradients that are undefined (parameters the loss did not reach) are skipped; the
+    /// check reads one flag back from the device, not one per gradient.
     pub fn unscale(&self, grads: &mut [Tensor]) -> bool {
         let inv = 1.0 / self.scale;
-        let mut finite = true;
         tch::no_grad(|| {
-            for g in grads.iter_mut() {
+            let mut all: Option<Tensor> = None;
+            for g in grads.iter_mut().filter(|g| g.defined()) {
                 let _ = g.g_mul_scalar_(inv);
-                if finite && g.isfinite().all().int64_value(&[]) == 0 {
-                    finite = false;
-                }
+                let f = g.isfinite().all();
+                all = Some(match all {
+                    Some(a) => a.logical_and(&f),
+                    None => f,
+                });
             }
-        });
-        finite
+            all.is_none_or(|a| a.int64_value(&[]) != 0)
+        })
     }
 
     /// Records the outcome of a step (after [`unscale`](Self::unscale)); returns whether the

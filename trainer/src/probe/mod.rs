@@ -60,8 +60,8 @@ pub struct ProbeSettings {
     pub protocol: Protocol,
     pub momentum: f64,
     pub weight_decay: f64,
-    /// The schedule of a base rate of 1 (each classifier scales it by its own rate), and
-    /// whether it advances per epoch (PASSL) or per step (dinov2).
+    /// The schedule of a base rate of 1 (each classifier scales it by its own rate), its length
+    /// and warm-up in epochs, and whether it advances per epoch (PASSL) or per step (dinov2).
     pub schedule: Cosine,
     pub schedule_per_step: bool,
     /// fp16 autocast (CUDA) with this loss scaler.
@@ -132,7 +132,10 @@ struct Run<'a> {
     vit: DinoVisionTransformer,
     heads_vs: nn::VarStore,
     classifiers: Vec<Classifier>,
+    /// The trained parameters (classifier order, weight then bias), their VarStore names and
+    /// base learning rates.
     params: Vec<Tensor>,
+    param_names: Vec<String>,
     param_lr: Vec<f64>,
     sgd: Sgd,
     scaler: Option<LossScaler>,
@@ -180,18 +183,11 @@ impl Run<'_> {
 
     fn tensors_for_checkpoint(&self) -> Vec<(String, Tensor)> {
         let mut t = model::weights::state_dict(&self.heads_vs, "");
-        let names: Vec<String> = t.iter().map(|(k, _)| k.clone()).collect();
-        let vars = self.heads_vs.variables();
-        for (i, p) in self.params.iter().enumerate() {
-            // Buffers are stored under the name of their parameter.
-            let name = vars
-                .iter()
-                .find(|(_, v)| v.data_ptr() == p.data_ptr())
-                .map(|(k, _)| k.clone())
-                .unwrap_or_else(|| names[i].clone());
+        // Buffers are stored under the name of their parameter.
+        for (name, buf) in self.param_names.iter().zip(&self.sgd.buffers) {
             t.push((
                 format!("optimizer.momentum.{name}"),
-                self.sgd.buffers[i].to_device(Device::Cpu),
+                buf.to_device(Device::Cpu),
             ));
         }
         t
@@ -202,17 +198,13 @@ impl Run<'_> {
             .into_iter()
             .partition(|(k, _)| k.starts_with("optimizer.momentum."));
         model::weights::load_state_dict(&self.heads_vs, weights, true, "the probe checkpoint")?;
-        let vars = self.heads_vs.variables();
         for (k, t) in bufs {
             let name = &k["optimizer.momentum.".len()..];
-            let v = vars
-                .get(name)
-                .with_context(|| format!("checkpoint momentum for unknown parameter {name}"))?;
             let i = self
-                .params
+                .param_names
                 .iter()
-                .position(|p| p.data_ptr() == v.data_ptr())
-                .context("parameter not trained")?;
+                .position(|n| n == name)
+                .with_context(|| format!("checkpoint momentum for unknown parameter {name}"))?;
             tch::no_grad(|| self.sgd.buffers[i].copy_(&t));
         }
         Ok(())
@@ -287,18 +279,11 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         s.train.batch_size,
     );
     // Parameters in a fixed order (classifier order, weight then bias).
-    let mut params = Vec::new();
-    let mut param_lr = Vec::new();
+    let (mut params, mut param_names, mut param_lr) = (Vec::new(), Vec::new(), Vec::new());
     for c in &classifiers {
-        params.push(c.head.linear.ws.shallow_clone());
-        params.push(
-            c.head
-                .linear
-                .bs
-                .as_ref()
-                .expect("probe heads have a bias")
-                .shallow_clone(),
-        );
+        let bias = c.head.linear.bs.as_ref().expect("probe heads have a bias");
+        params.extend([c.head.linear.ws.shallow_clone(), bias.shallow_clone()]);
+        param_names.extend([format!("{}.weight", c.name), format!("{}.bias", c.name)]);
         param_lr.extend([c.lr, c.lr]);
     }
     let sgd = Sgd::new(&params, s.momentum, s.weight_decay);
@@ -308,6 +293,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         heads_vs,
         classifiers,
         params,
+        param_names,
         param_lr,
         sgd,
         scaler: s.fp16.clone(),
@@ -369,6 +355,16 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         "the training set has fewer samples than one batch"
     );
     let total_steps = s.epochs * steps_per_epoch;
+    // The schedule is given in epochs; a per-step one advances every step.
+    let schedule = if s.schedule_per_step {
+        Cosine {
+            total: s.schedule.total * steps_per_epoch,
+            warmup: s.schedule.warmup * steps_per_epoch,
+            ..s.schedule
+        }
+    } else {
+        s.schedule
+    };
     let crop = crop_size(&s.train.preset);
     let mut last_eval = (0.0, 0.0);
     let mut stop = false;
@@ -396,7 +392,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
             } else {
                 epoch
             };
-            let factor = s.schedule.at(unit);
+            let factor = schedule.at(unit);
             let (x, y) = batch_tensors(&mut b, crop, s.device);
             let layers = run.layers(&x)?;
             let logits = tch::autocast(s.fp16.is_some(), || {

@@ -91,6 +91,8 @@ pub struct SslMetaArch {
     pub dino_loss: DinoLoss,
     pub ibot_loss: IbotPatchLoss,
     pub koleo_loss: KoLeoLoss,
+    /// (teacher, student) parameter pairs for the EMA, in name order.
+    ema: Vec<(Tensor, Tensor)>,
 }
 
 impl SslMetaArch {
@@ -106,10 +108,18 @@ impl SslMetaArch {
         teacher_vs.freeze();
         let k = config.dino_head.out_dim;
         let k_ibot = config.ibot_head.as_ref().map_or(k, |h| h.out_dim);
+        let students = student_vs.variables();
+        let teachers: std::collections::BTreeMap<_, _> =
+            teacher_vs.variables().into_iter().collect();
+        let ema = teachers
+            .into_iter()
+            .map(|(name, t)| (t, students[&name].shallow_clone()))
+            .collect();
         Ok(Self {
             dino_loss: DinoLoss::new(k, device),
             ibot_loss: IbotPatchLoss::new(k_ibot, device),
             koleo_loss: KoLeoLoss,
+            ema,
             config,
             student_vs,
             teacher_vs,
@@ -307,11 +317,9 @@ impl SslMetaArch {
 
     /// `teacher = m * teacher + (1 - m) * student` over every parameter.
     pub fn update_teacher(&mut self, m: f64) {
-        let s = self.student_vs.variables();
         tch::no_grad(|| {
-            for (name, mut t) in self.teacher_vs.variables() {
-                let x = &s[&name];
-                let _ = t.g_mul_scalar_(m).g_add_(&(x * (1.0 - m)));
+            for (t, s) in self.ema.iter_mut() {
+                let _ = t.g_mul_scalar_(m).g_add_(&(&*s * (1.0 - m)));
             }
         });
     }

@@ -1,10 +1,8 @@
-//! Feature files out (weights files come in through `trainer::weights_io`).
+//! Writing `dinov2 features` output: safetensors (with the file list) or .npy files.
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use tch::{Kind, Tensor};
-
-pub use trainer::weights_io::read_tensors;
 
 /// Writes features: a safetensors file (all tensors, `files` in the metadata as JSON), or
 /// `.npy` files (the first tensor at `path`, the others at `<stem>_<name>.npy`) plus
