@@ -1,0 +1,218 @@
+//! Two real processes on localhost (this test binary started again as each rank) run the
+//! Gloo collectives; a rank that dies makes its peer's collective fail instead of hanging.
+
+use c10d::{Backend, ProcessGroup, ReduceOp};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tch::{Kind, Tensor};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs test `name` of this binary as `world` ranks; returns each rank's exit status + output.
+fn spawn(name: &str, world: usize) -> Vec<(bool, String)> {
+    let port = free_port();
+    let children: Vec<_> = (0..world)
+        .map(|rank| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--nocapture", "--test-threads=1"])
+                .env("C10D_TEST_RANK", rank.to_string())
+                .env("C10D_TEST_WORLD", world.to_string())
+                .env("C10D_TEST_PORT", port.to_string())
+                .output_async()
+        })
+        .collect();
+    children.into_iter().map(|c| c.wait()).collect()
+}
+
+trait Async {
+    fn output_async(&mut self) -> Child;
+}
+struct Child(std::process::Child);
+impl Async for Command {
+    fn output_async(&mut self) -> Child {
+        Child(
+            self.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+impl Child {
+    fn wait(self) -> (bool, String) {
+        let o = self.0.wait_with_output().unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+}
+
+/// (rank, world, port) when this process is a spawned rank.
+fn role() -> Option<(usize, usize, u16)> {
+    let get = |k: &str| std::env::var(k).ok()?.parse().ok();
+    Some((
+        get("C10D_TEST_RANK")?,
+        get("C10D_TEST_WORLD")?,
+        get("C10D_TEST_PORT")? as u16,
+    ))
+}
+
+fn join(timeout: Duration) -> Option<ProcessGroup> {
+    let (rank, world, port) = role()?;
+    Some(ProcessGroup::new("127.0.0.1", port, rank, world, Backend::Gloo, timeout).unwrap())
+}
+
+#[test]
+fn rank_collectives() {
+    let Some(mut pg) = join(Duration::from_secs(30)) else {
+        return;
+    };
+    let (r, w) = (pg.rank() as f64, pg.world() as f64);
+    // single and coalesced all-reduce
+    let a = Tensor::full([3], r + 1.0, (Kind::Float, tch::Device::Cpu));
+    let b = Tensor::full([2, 2], 10.0 * (r + 1.0), (Kind::Float, tch::Device::Cpu));
+    pg.all_reduce(&[&a], ReduceOp::Sum).unwrap();
+    assert_eq!(
+        Vec::<f32>::try_from(&a).unwrap(),
+        vec![(w * (w + 1.0) / 2.0) as f32; 3]
+    );
+    let c = Tensor::full([5], r, (Kind::Float, tch::Device::Cpu));
+    pg.all_reduce(&[&b, &c], ReduceOp::Sum).unwrap();
+    assert_eq!(
+        f64::try_from(b.sum(Kind::Double)).unwrap(),
+        4.0 * 10.0 * w * (w + 1.0) / 2.0
+    );
+    assert_eq!(
+        f64::try_from(c.sum(Kind::Double)).unwrap(),
+        5.0 * w * (w - 1.0) / 2.0
+    );
+    let m = Tensor::from_slice(&[r as f32]);
+    pg.all_reduce(&[&m], ReduceOp::Max).unwrap();
+    assert_eq!(f64::try_from(&m).unwrap(), w - 1.0);
+    // broadcast from the last rank
+    let t = Tensor::full([4], r, (Kind::Float, tch::Device::Cpu));
+    pg.broadcast(&[&t], pg.world() - 1).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![(w - 1.0) as f32; 4]);
+    // all-gather
+    let g = pg.all_gather(&Tensor::from_slice(&[r as i64, 7])).unwrap();
+    for (i, t) in g.iter().enumerate() {
+        assert_eq!(Vec::<i64>::try_from(t).unwrap(), vec![i as i64, 7]);
+    }
+    pg.barrier().unwrap();
+    println!("rank {} ok", pg.rank());
+}
+
+#[test]
+fn peer_death() {
+    let Some(mut pg) = join(Duration::from_secs(20)) else {
+        return;
+    };
+    pg.barrier().unwrap();
+    if pg.rank() == 1 {
+        std::process::exit(3); // dies without a word; rank 0 must not hang
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let err = pg
+        .all_reduce(
+            &[&Tensor::ones([8], (Kind::Float, tch::Device::Cpu))],
+            ReduceOp::Sum,
+        )
+        .expect_err("all-reduce with a dead peer must fail");
+    println!(
+        "rank 0 error after {:.1}s: {err:#}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(25));
+    assert!(format!("{err:#}").contains("all-reduce"));
+    std::process::exit(0);
+}
+
+#[test]
+fn two_processes_reduce_broadcast_gather() {
+    if role().is_some() {
+        return;
+    }
+    for (rank, (ok, out)) in spawn("rank_collectives", 2).into_iter().enumerate() {
+        assert!(ok, "rank {rank} failed:\n{out}");
+        assert!(out.contains(&format!("rank {rank} ok")), "{out}");
+    }
+}
+
+#[test]
+fn a_dead_peer_is_an_error_not_a_hang() {
+    if role().is_some() {
+        return;
+    }
+    let t0 = Instant::now();
+    let res = spawn("peer_death", 2);
+    assert!(
+        res[0].0,
+        "rank 0 should see an error and exit cleanly:\n{}",
+        res[0].1
+    );
+    let line = res[0].1.lines().find(|l| l.contains("rank 0 error after"));
+    println!(
+        "{}",
+        line.unwrap_or_else(|| panic!("no error line:\n{}", res[0].1))
+    );
+    assert!(!res[1].0);
+    assert!(t0.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn a_rank_outside_the_world_is_refused() {
+    if role().is_some() {
+        return;
+    }
+    let err = ProcessGroup::new(
+        "127.0.0.1",
+        free_port(),
+        2,
+        2,
+        Backend::Gloo,
+        Duration::from_secs(1),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string().contains("rank 2 is not in a world of 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nobody_at_the_store_times_out() {
+    if role().is_some() {
+        return;
+    }
+    // rank 1 of 2 with no rank 0 serving the store: a clear error after the timeout
+    let t0 = Instant::now();
+    let err = ProcessGroup::new(
+        "127.0.0.1",
+        free_port(),
+        1,
+        2,
+        Backend::Gloo,
+        Duration::from_secs(2),
+    )
+    .err()
+    .unwrap();
+    println!("{err:#}");
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert!(
+        format!("{err:#}").contains("joining the Gloo group"),
+        "{err:#}"
+    );
+}
