@@ -9,6 +9,7 @@ mod demo;
 mod doctor;
 mod feature_file;
 mod features;
+mod launch;
 mod shards;
 mod train;
 
@@ -68,6 +69,10 @@ enum Command {
     /// single head or dinov2's grid of classifiers) with evaluation, k-NN, checkpoints and
     /// `--resume`; writes metrics.jsonl, summary.md and curves.png to Global.output_dir/Model.name.
     Train(train::TrainArgs),
+    /// Run `dinov2 train` as a data-parallel job: one process per GPU (or CPU group) on this
+    /// node with torchrun's environment, c10d (Gloo on CPU, NCCL on GPU) between them. If a
+    /// process fails, the others are stopped and the launcher exits non-zero naming its rank.
+    Launch(launch::LaunchArgs),
     /// Re-render a run's summary.md and curves.png from its metrics.jsonl.
     Report {
         /// The run directory (Global.output_dir/Model.name).
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
             model::runtime::init();
             train::run(a)
         }
+        Command::Launch(a) => launch::run(a),
         Command::Features(a) => {
             model::runtime::init();
             features::run(a)

@@ -7,8 +7,10 @@ use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use trainer::backbone::BackboneSpec;
 use trainer::config::{AmpLevel, Config, DeviceKind, ProbeProtocol, SchedulerName, Unit};
+use trainer::dist::{Dist, WorldInfo};
 use trainer::probe::classifiers::Protocol;
 use trainer::probe::{DataSpec, KnnSpec, ProbeSettings};
 use trainer::scaler::LossScaler;
@@ -184,12 +186,20 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         return pretrain(a);
     }
     let cfg = Config::open(&a.config, &a.overrides)?;
-    let s = settings(&cfg, a.resume, a.device.as_deref())?;
-    std::fs::create_dir_all(&s.out_dir)
-        .with_context(|| format!("creating {}", s.out_dir.display()))?;
-    cfg.write_resolved(&s.out_dir)?;
-    eprintln!("run directory: {}", s.out_dir.display());
-    let outcome = trainer::probe::run(&s)?;
+    let mut s = settings(&cfg, a.resume, a.device.as_deref())?;
+    let info = WorldInfo::from_env()?;
+    s.device = info.device_for(s.device);
+    let dist = Dist::join(info, s.device, dist_timeout()?)?;
+    if dist.is_main() {
+        std::fs::create_dir_all(&s.out_dir)
+            .with_context(|| format!("creating {}", s.out_dir.display()))?;
+        cfg.write_resolved(&s.out_dir)?;
+        eprintln!("run directory: {}", s.out_dir.display());
+    }
+    let outcome = trainer::probe::run(&s, &dist)?;
+    if !dist.is_main() {
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = trainer::summary::run_report(&s.out_dir)?;
     if let Ok(md) = std::fs::read_to_string(&report.summary_md) {
         println!("{md}");
@@ -212,6 +222,19 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         s.out_dir.join("linear_head.safetensors").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The collective timeout of a data-parallel run: `DINOV2_DIST_TIMEOUT` seconds (set by
+/// `dinov2 launch --timeout`), else 10 minutes.
+pub fn dist_timeout() -> Result<Duration> {
+    match std::env::var("DINOV2_DIST_TIMEOUT") {
+        Ok(v) => Ok(Duration::from_secs_f64(
+            v.trim()
+                .parse::<f64>()
+                .with_context(|| format!("DINOV2_DIST_TIMEOUT={v:?} is not a number of seconds"))?,
+        )),
+        Err(_) => Ok(trainer::dist::DEFAULT_TIMEOUT),
+    }
 }
 
 /// A pretraining config (dinov2's keys): pretrain into `train.output_dir`.

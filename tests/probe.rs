@@ -19,7 +19,7 @@ static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(s: &ProbeSettings) -> anyhow::Result<trainer::probe::ProbeOutcome> {
     let _turn = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    trainer::probe::run(s)
+    trainer::probe::run(s, &trainer::dist::Dist::single())
 }
 
 fn dataset(name: &str) -> PathBuf {

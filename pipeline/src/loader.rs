@@ -3,7 +3,9 @@
 //! machine), with a bounded number of batches in flight.
 //!
 //! - **Determinism.** Sample `position` of a run draws its augmentation from the stream
-//!   (seed, epoch, position) and batch `step` its iBOT masks from (seed, epoch, step): the
+//!   (seed, epoch, global position), where the global position counts over all ranks
+//!   (`position * world + rank`, the sampler's order; so 2 ranks x batch B see the same crops
+//!   as 1 rank x batch 2B), and batch `step` its iBOT masks from (seed, epoch, step * world + rank): the
 //!   output does not depend on the number of workers or on timing, and a run resumes exactly
 //!   from (epoch, step).
 //! - **Backpressure and memory.** Only as many batches are in flight as there are storages;
@@ -424,7 +426,7 @@ impl Coordinator {
                             seq: step,
                             sample: i,
                             index,
-                            position,
+                            position: sampler.global_position(position),
                             slots,
                         })
                         .map_err(|_| anyhow!("the loader's workers stopped"))?;
@@ -478,7 +480,9 @@ impl Coordinator {
                 let t = Instant::now();
                 let masks = generator.as_ref().map(|g| {
                     let m = self.cfg.masks.as_ref().unwrap();
-                    let key = stream_key(self.cfg.seed, &[0x4D41_534B, self.epoch, f.step]);
+                    // each rank draws its own masks (for one process: the step)
+                    let (w, r) = (self.cfg.world as u64, self.cfg.rank as u64);
+                    let key = stream_key(self.cfg.seed, &[0x4D41_534B, self.epoch, f.step * w + r]);
                     collate_masks(
                         self.groups[0].count * f.labels.len(),
                         m.ratio,

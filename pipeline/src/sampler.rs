@@ -83,6 +83,12 @@ impl Sampler {
         &self.cache.as_ref().unwrap().1
     }
 
+    /// This rank's `position` in the order over all ranks (`position * world + rank`): the
+    /// position a single process would give the same sample.
+    pub fn global_position(&self, position: u64) -> u64 {
+        position * self.world as u64 + self.rank as u64
+    }
+
     /// The dataset index at this rank's `position` of `epoch` (ignored by the infinite
     /// sampler, whose positions run on across passes).
     pub fn index(&mut self, epoch: u64, position: u64) -> usize {

@@ -4,6 +4,7 @@
 pub mod backbone;
 pub mod checkpoint;
 pub mod config;
+pub mod dist;
 pub mod knn;
 pub mod metrics;
 pub mod optim;

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// Appends JSON objects, one per line, to a metrics file.
 pub struct MetricsWriter {
     path: PathBuf,
-    file: File,
+    /// `None`: records are dropped (the non-zero ranks of a data-parallel run).
+    file: Option<File>,
 }
 
 impl MetricsWriter {
@@ -26,17 +27,36 @@ impl MetricsWriter {
             .with_context(|| format!("opening metrics file {}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
         })
+    }
+
+    /// A writer that drops every record (for processes that do not log).
+    pub fn discard() -> Self {
+        Self {
+            path: PathBuf::new(),
+            file: None,
+        }
+    }
+
+    /// [`append`](Self::append) on the logging process, [`discard`](Self::discard) elsewhere.
+    pub fn append_if(log: bool, path: &Path) -> Result<Self> {
+        if log {
+            Self::append(path)
+        } else {
+            Ok(Self::discard())
+        }
     }
 
     /// Writes one record as a single line and flushes it.
     pub fn log<T: Serialize>(&mut self, record: &T) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
         let mut line = serde_json::to_vec(record)?;
         line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .and_then(|_| self.file.flush())
+        file.write_all(&line)
+            .and_then(|_| file.flush())
             .with_context(|| format!("writing {}", self.path.display()))
     }
 }

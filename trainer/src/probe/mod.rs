@@ -5,6 +5,7 @@ pub mod classifiers;
 pub mod state;
 
 use crate::backbone::{BackboneSpec, build_backbone};
+use crate::dist::Dist;
 use crate::knn::{KnnResult, knn_eval, topk_hits};
 use crate::metrics::{MetricsWriter, read_metrics};
 use crate::optim::Sgd;
@@ -86,7 +87,14 @@ pub struct ProbeOutcome {
     pub steps: u64,
 }
 
-fn loader(ds: Arc<dyn Dataset>, spec: &DataSpec, seed: u64, eval: bool) -> Result<Loader> {
+/// `rank`/`world`: this process's shard of the samples (evaluation runs on rank 0 alone).
+fn loader(
+    ds: Arc<dyn Dataset>,
+    spec: &DataSpec,
+    seed: u64,
+    eval: bool,
+    (rank, world): (usize, usize),
+) -> Result<Loader> {
     let cfg = LoaderConfig {
         preset: spec.preset.clone(),
         batch_size: spec.batch_size,
@@ -96,8 +104,8 @@ fn loader(ds: Arc<dyn Dataset>, spec: &DataSpec, seed: u64, eval: bool) -> Resul
             shuffle: spec.shuffle,
             drop_last: spec.drop_last,
         },
-        rank: 0,
-        world: 1,
+        rank,
+        world,
         masks: None,
         keep_partial_batch: eval || !spec.drop_last,
     };
@@ -236,7 +244,11 @@ fn truncate_metrics(path: &Path, epochs_done: u64) -> Result<()> {
 }
 
 /// Runs (or resumes) a probe; returns the best and final results.
-pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
+/// Trains and evaluates the probe as one process of `dist` (a single process:
+/// [`Dist::single`]). Every rank trains on its shard of each batch with gradients averaged
+/// over the ranks; rank 0 evaluates, logs, checkpoints and exports.
+pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
+    let main = dist.is_main();
     ensure!(s.epochs > 0, "epochs must be positive");
     std::fs::create_dir_all(&s.out_dir)
         .with_context(|| format!("creating {}", s.out_dir.display()))?;
@@ -259,7 +271,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         );
     }
     tch::manual_seed(s.seed as i64);
-    let (_backbone_vs, vit, what) = build_backbone(&s.backbone, s.device)?;
+    let (backbone_vs, vit, what) = build_backbone(&s.backbone, s.device)?;
     let p = vit.config.patch_size as usize;
     for spec in [&s.train, &s.eval] {
         ensure!(
@@ -276,7 +288,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         &s.protocol,
         vit.config.embed_dim,
         classes,
-        s.train.batch_size,
+        s.train.batch_size * dist.world(),
     );
     // Parameters in a fixed order (classifier order, weight then bias).
     let (mut params, mut param_names, mut param_lr) = (Vec::new(), Vec::new(), Vec::new());
@@ -286,6 +298,9 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         param_names.extend([format!("{}.weight", c.name), format!("{}.bias", c.name)]);
         param_lr.extend([c.lr, c.lr]);
     }
+    // Every rank starts from rank 0's heads (and backbone, when it is randomly initialised).
+    dist.broadcast_from_main(&params)?;
+    dist.broadcast_from_main(&crate::dist::sorted_variables(&backbone_vs))?;
     let sgd = Sgd::new(&params, s.momentum, s.weight_decay);
     let mut run = Run {
         s,
@@ -319,36 +334,54 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
             global_step = st.global_step;
             best = st.best;
             run.scaler = st.scaler.or(run.scaler);
-            truncate_metrics(&metrics_path, st.epochs_done)?;
-            eprintln!(
-                "resuming after epoch {} (step {global_step})",
-                st.epochs_done
-            );
+            if main {
+                truncate_metrics(&metrics_path, st.epochs_done)?;
+                eprintln!(
+                    "resuming after epoch {} (step {global_step})",
+                    st.epochs_done
+                );
+            }
         }
         Some(_) => bail!(
             "{} already holds a checkpoint; pass --resume to continue it or choose another output directory",
             s.out_dir.display()
         ),
         None => {
-            if metrics_path.exists() {
+            if main && metrics_path.exists() {
                 std::fs::remove_file(&metrics_path)?;
             }
         }
     }
-    let mut metrics = MetricsWriter::append(&metrics_path)?;
-    eprintln!(
-        "backbone: {} ({}x{} ViT, patch {}), {what}",
-        vit_name(&run.vit),
-        run.vit.config.depth,
-        run.vit.config.embed_dim,
-        p
-    );
-    eprintln!("train: {}", train_ds.describe());
-    eprintln!("eval: {}", eval_ds.describe());
-    eprintln!("{} classifier(s), {classes} classes", run.classifiers.len());
+    let mut metrics = MetricsWriter::append_if(main, &metrics_path)?;
+    if main {
+        eprintln!(
+            "backbone: {} ({}x{} ViT, patch {}), {what}",
+            vit_name(&run.vit),
+            run.vit.config.depth,
+            run.vit.config.embed_dim,
+            p
+        );
+        eprintln!("train: {}", train_ds.describe());
+        eprintln!("eval: {}", eval_ds.describe());
+        eprintln!("{} classifier(s), {classes} classes", run.classifiers.len());
+        if dist.world() > 1 {
+            eprintln!(
+                "data parallel: {} processes x batch {} (global batch {})",
+                dist.world(),
+                s.train.batch_size,
+                s.train.batch_size * dist.world()
+            );
+        }
+    }
 
-    let mut train = loader(train_ds.clone(), &s.train, s.seed, false)?;
-    let mut eval = loader(eval_ds.clone(), &s.eval, s.seed, true)?;
+    let mut train = loader(
+        train_ds.clone(),
+        &s.train,
+        s.seed,
+        false,
+        (dist.rank(), dist.world()),
+    )?;
+    let mut eval = loader(eval_ds.clone(), &s.eval, s.seed, true, (0, 1))?;
     let steps_per_epoch = train.steps_per_epoch().unwrap_or(0);
     ensure!(
         steps_per_epoch > 0,
@@ -369,7 +402,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
     let mut last_eval = (0.0, 0.0);
     let mut stop = false;
     for epoch in start_epoch..s.epochs {
-        let bar = if s.progress {
+        let bar = if s.progress && main {
             ProgressBar::new(steps_per_epoch).with_style(
                 ProgressStyle::with_template(
                     "epoch {prefix} {bar:25} {pos}/{len} [{elapsed}<{eta}] {msg}",
@@ -415,6 +448,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
                 None => loss.shallow_clone(),
             };
             let mut grads = Tensor::f_run_backward(&[&scaled], &run.params, false, false)?;
+            dist.average_gradients(&grads)?;
             let step_ok = match run.scaler.as_mut() {
                 Some(sc) => {
                     let finite = sc.unscale(&mut grads);
@@ -433,8 +467,9 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
             bar.inc(1);
             let lr0 = run.classifiers[0].lr * factor;
             if global_step.is_multiple_of(s.print_every) || global_step == total_steps {
-                let ips = seen_print as f64 / t_print.elapsed().as_secs_f64();
-                let per_classifier = loss_value / run.classifiers.len() as f64;
+                let ips = dist.world() as f64 * seen_print as f64 / t_print.elapsed().as_secs_f64();
+                let per_classifier =
+                    dist.mean_scalars(&[loss_value])?[0] / run.classifiers.len() as f64;
                 bar.set_message(format!(
                     "loss {per_classifier:.4} lr {lr0:.3e} {ips:.0} img/s"
                 ));
@@ -455,7 +490,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         let epoch_s = t_epoch.elapsed().as_secs_f64();
         let done = epoch + 1;
         let last = done == s.epochs || stop;
-        if done.is_multiple_of(s.eval_every) || last {
+        if main && (done.is_multiple_of(s.eval_every) || last) {
             let results = run.evaluate(&mut eval)?;
             let (bi, &(top1, top5, loss)) = results
                 .iter()
@@ -468,11 +503,11 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
                 s.epochs,
                 top1 * 100.0,
                 top5 * 100.0,
-                seen as f64 / epoch_s
+                (seen * dist.world()) as f64 / epoch_s
             );
             metrics.log(&json!({
                 "kind": "eval", "epoch": done, "step": global_step, "top1": top1, "top5": top5,
-                "loss": loss, "classifier": name, "train_images_per_s": seen as f64 / epoch_s,
+                "loss": loss, "classifier": name, "train_images_per_s": (seen * dist.world()) as f64 / epoch_s,
             }))?;
             if run.classifiers.len() > 1 {
                 for (c, r) in run.classifiers.iter().zip(&results) {
@@ -489,7 +524,7 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
         }
         // A run stopped inside an epoch (max_train_step) has nothing to resume from.
         let complete = steps_this_epoch == steps_per_epoch;
-        if complete && (done.is_multiple_of(s.save_every) || last) {
+        if main && complete && (done.is_multiple_of(s.save_every) || last) {
             let st = ProbeState {
                 epochs_done: done,
                 global_step,
@@ -507,6 +542,17 @@ pub fn run(s: &ProbeSettings) -> Result<ProbeOutcome> {
     let (best_top1, best_epoch, best_classifier) =
         best.clone().unwrap_or((last_eval.0, 0, String::new()));
     // The hub's linear-head format (`weight`, `bias`) for the best classifier.
+    if !main {
+        return Ok(ProbeOutcome {
+            best_top1,
+            best_epoch,
+            best_classifier,
+            final_top1: last_eval.0,
+            final_top5: last_eval.1,
+            knn: Vec::new(),
+            steps: global_step,
+        });
+    }
     if let Some(c) = run.classifiers.iter().find(|c| c.name == best_classifier) {
         let head = vec![
             (
@@ -571,7 +617,7 @@ pub fn extract_features(
         drop_last: false,
         ..spec.clone()
     };
-    let mut l = loader(ds, &spec, 0, true)?;
+    let mut l = loader(ds, &spec, 0, true, (0, 1))?;
     let crop = crop_size(&spec.preset);
     let (mut feats, mut labels) = (Vec::new(), Vec::new());
     for b in l.epoch(0, 0)? {

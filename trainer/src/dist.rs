@@ -1,0 +1,319 @@
+//! Data-parallel training state of one process: its rank in the world and, when the world has
+//! more than one process, its c10d process group (Gloo on CPU, NCCL on CUDA).
+//!
+//! The environment is torchrun's (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
+//! `MASTER_PORT`, as set by `dinov2 launch` or `torchrun`) or SLURM's (`SLURM_PROCID`,
+//! `SLURM_LOCALID`, `SLURM_NTASKS`, with `MASTER_ADDR`/`MASTER_PORT` from the job script).
+//!
+//! Collectives are called through `&self` (the losses' [`AllReduce`] hook takes `&self`); the
+//! first failure (a dead peer, a timeout) is kept, later collectives are skipped, and
+//! [`Dist::check`] hands it to the training loop, which stops with it.
+
+use anyhow::{Context, Result, bail};
+use c10d::{Backend, ProcessGroup, ReduceOp};
+use model::loss::AllReduce;
+use std::cell::RefCell;
+use std::time::Duration;
+use tch::{Device, Kind, Tensor};
+
+/// Gradients are all-reduced in buckets of about this many bytes (PyTorch DDP's default).
+const BUCKET_BYTES: i64 = 25 << 20;
+
+/// How long a collective (or the rendezvous) may wait before the run fails.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Where this process sits in the world (from the environment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorldInfo {
+    pub rank: usize,
+    pub local_rank: usize,
+    pub world: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+}
+
+impl WorldInfo {
+    /// torchrun's or SLURM's variables; a single process when neither is set.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let num = |k: &str| -> Result<Option<usize>> {
+            get(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .with_context(|| format!("{k}={v:?} is not a non-negative integer"))
+                })
+                .transpose()
+        };
+        let (rank, local_rank, world) = if let Some(world) = num("WORLD_SIZE")? {
+            let rank = num("RANK")?.context("WORLD_SIZE is set but RANK is not")?;
+            (rank, num("LOCAL_RANK")?.unwrap_or(0), world)
+        } else if let Some(world) = num("SLURM_NTASKS")? {
+            let rank =
+                num("SLURM_PROCID")?.context("SLURM_NTASKS is set but SLURM_PROCID is not")?;
+            (rank, num("SLURM_LOCALID")?.unwrap_or(0), world)
+        } else {
+            (0, 0, 1)
+        };
+        if world == 0 || rank >= world {
+            bail!("rank {rank} is not in a world of {world} processes");
+        }
+        let master_addr = get("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
+        let master_port = match get("MASTER_PORT") {
+            Some(p) => p
+                .trim()
+                .parse()
+                .with_context(|| format!("MASTER_PORT={p:?} is not a port number"))?,
+            None => 29500,
+        };
+        if world > 1 && get("MASTER_ADDR").is_none() && get("WORLD_SIZE").is_none() {
+            bail!(
+                "a SLURM job of {world} tasks needs MASTER_ADDR (and MASTER_PORT) set to the first node"
+            );
+        }
+        Ok(Self {
+            rank,
+            local_rank,
+            world,
+            master_addr,
+            master_port,
+        })
+    }
+
+    /// The device a process of this rank trains on when the config says `auto`/`cuda`: the
+    /// GPU of its local rank.
+    pub fn device_for(&self, configured: Device) -> Device {
+        match configured {
+            Device::Cuda(0) if self.world > 1 => Device::Cuda(self.local_rank),
+            d => d,
+        }
+    }
+}
+
+/// One process of a data-parallel run (or the only one).
+pub struct Dist {
+    pub info: WorldInfo,
+    pg: Option<RefCell<ProcessGroup>>,
+    failure: RefCell<Option<anyhow::Error>>,
+}
+
+impl Dist {
+    /// A run of one process: every collective is the identity.
+    pub fn single() -> Self {
+        Self {
+            info: WorldInfo {
+                rank: 0,
+                local_rank: 0,
+                world: 1,
+                master_addr: String::new(),
+                master_port: 0,
+            },
+            pg: None,
+            failure: RefCell::new(None),
+        }
+    }
+
+    /// Joins the world described by `info` for tensors on `device` (NCCL for CUDA when this
+    /// build has it, Gloo otherwise).
+    pub fn join(info: WorldInfo, device: Device, timeout: Duration) -> Result<Self> {
+        if info.world == 1 {
+            return Ok(Self {
+                info,
+                ..Self::single()
+            });
+        }
+        let backend = if device.is_cuda() && c10d::has_nccl() {
+            Backend::Nccl
+        } else {
+            Backend::Gloo
+        };
+        let pg = ProcessGroup::new(
+            &info.master_addr,
+            info.master_port,
+            info.rank,
+            info.world,
+            backend,
+            timeout,
+        )?;
+        Ok(Self {
+            info,
+            pg: Some(RefCell::new(pg)),
+            failure: RefCell::new(None),
+        })
+    }
+
+    /// From the environment (see the module docs).
+    pub fn from_env(device: Device) -> Result<Self> {
+        Self::join(WorldInfo::from_env()?, device, DEFAULT_TIMEOUT)
+    }
+
+    pub fn rank(&self) -> usize {
+        self.info.rank
+    }
+
+    pub fn world(&self) -> usize {
+        self.info.world
+    }
+
+    /// Rank 0 writes logs, metrics and checkpoints.
+    pub fn is_main(&self) -> bool {
+        self.info.rank == 0
+    }
+
+    /// The first collective failure, if any (later collectives were skipped).
+    pub fn check(&self) -> Result<()> {
+        match self.failure.borrow_mut().take() {
+            Some(e) => Err(e.context(format!("rank {} of {}", self.info.rank, self.info.world))),
+            None => Ok(()),
+        }
+    }
+
+    fn with_pg(&self, f: impl FnOnce(&mut ProcessGroup) -> Result<()>) {
+        let Some(pg) = &self.pg else { return };
+        if self.failure.borrow().is_some() {
+            return;
+        }
+        if let Err(e) = f(&mut pg.borrow_mut()) {
+            *self.failure.borrow_mut() = Some(e);
+        }
+    }
+
+    fn run(&self, f: impl FnOnce(&mut ProcessGroup) -> Result<()>) -> Result<()> {
+        self.with_pg(f);
+        self.check()
+    }
+
+    /// Every rank gets rank 0's values of `tensors` (flattened into one buffer per dtype).
+    pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<()> {
+        self.run(|pg| {
+            for group in by_kind(tensors) {
+                let flat = flatten(&group);
+                pg.broadcast(&[&flat], 0)?;
+                unflatten_into(&flat, &group);
+            }
+            Ok(())
+        })
+    }
+
+    /// Gradients become their mean over the ranks, in ~25 MB buckets of one dtype.
+    pub fn average_gradients(&self, grads: &[Tensor]) -> Result<()> {
+        if self.world() == 1 {
+            return Ok(());
+        }
+        let w = self.world() as f64;
+        self.run(|pg| {
+            for group in by_kind(grads) {
+                for bucket in buckets(&group) {
+                    let mut flat = flatten(&bucket);
+                    pg.all_reduce(&[&flat], ReduceOp::Sum)?;
+                    let _ = flat.g_div_scalar_(w);
+                    unflatten_into(&flat, &bucket);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The mean of scalars over the ranks (for logging).
+    pub fn mean_scalars(&self, values: &[f64]) -> Result<Vec<f64>> {
+        if self.world() == 1 || values.is_empty() {
+            return Ok(values.to_vec());
+        }
+        let t = Tensor::from_slice(values);
+        self.run(|pg| pg.all_reduce(&[&t], ReduceOp::Sum))?;
+        let sum: Vec<f64> = Vec::<f64>::try_from(&t)?;
+        Ok(sum.iter().map(|s| s / self.world() as f64).collect())
+    }
+
+    /// Waits for every rank.
+    pub fn barrier(&self) -> Result<()> {
+        self.run(|pg| pg.barrier())
+    }
+
+    /// Whether every tensor holds the same values on every rank (bit for bit): a check for
+    /// tests and for a run's start.
+    pub fn identical_across_ranks(&self, tensors: &[Tensor]) -> Result<bool> {
+        if self.world() == 1 {
+            return Ok(true);
+        }
+        let mut same = true;
+        self.run(|pg| {
+            for group in by_kind(tensors) {
+                let flat = flatten(&group).to_kind(Kind::Double);
+                let (lo, hi) = (flat.copy(), flat.copy());
+                pg.all_reduce(&[&lo], ReduceOp::Min)?;
+                pg.all_reduce(&[&hi], ReduceOp::Max)?;
+                same &= bool::try_from(lo.eq_tensor(&hi).all())?;
+            }
+            Ok(())
+        })?;
+        Ok(same)
+    }
+}
+
+impl AllReduce for Dist {
+    fn world_size(&self) -> i64 {
+        self.world() as i64
+    }
+    fn all_reduce_sum(&self, t: &mut Tensor) {
+        self.with_pg(|pg| pg.all_reduce(&[t], ReduceOp::Sum));
+    }
+    fn all_reduce_max(&self, t: &mut Tensor) {
+        self.with_pg(|pg| pg.all_reduce(&[t], ReduceOp::Max));
+    }
+}
+
+/// Tensors grouped by (dtype, device), each group in the given order.
+fn by_kind(tensors: &[Tensor]) -> Vec<Vec<Tensor>> {
+    let mut groups: Vec<((Kind, Device), Vec<Tensor>)> = Vec::new();
+    for t in tensors.iter().filter(|t| t.defined() && t.numel() > 0) {
+        let key = (t.kind(), t.device());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(t.shallow_clone()),
+            None => groups.push((key, vec![t.shallow_clone()])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+fn buckets(group: &[Tensor]) -> Vec<Vec<Tensor>> {
+    let mut out: Vec<Vec<Tensor>> = vec![Vec::new()];
+    let mut bytes = 0i64;
+    for t in group {
+        let b = t.numel() as i64 * t.kind().elt_size_in_bytes() as i64;
+        if bytes > 0 && bytes + b > BUCKET_BYTES {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        out.last_mut().unwrap().push(t.shallow_clone());
+        bytes += b;
+    }
+    out
+}
+
+fn flatten(group: &[Tensor]) -> Tensor {
+    let views: Vec<Tensor> = group.iter().map(|t| t.detach().reshape([-1])).collect();
+    Tensor::cat(&views, 0)
+}
+
+fn unflatten_into(flat: &Tensor, group: &[Tensor]) {
+    let mut offset = 0i64;
+    tch::no_grad(|| {
+        for t in group {
+            let n = t.numel() as i64;
+            let mut dst = t.shallow_clone();
+            dst.copy_(&flat.narrow(0, offset, n).view_as(t));
+            offset += n;
+        }
+    });
+}
+
+/// A var store's tensors in name order (the same order on every rank).
+pub fn sorted_variables(vs: &tch::nn::VarStore) -> Vec<Tensor> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.into_iter().map(|(_, t)| t).collect()
+}
