@@ -244,11 +244,19 @@ fn pretrain(a: TrainArgs) -> Result<ExitCode> {
         cfg.train.device = d.clone();
     }
     let out = cfg.train.output_dir.clone();
-    let sched = trainer::ssl::train::schedules(&cfg, 1)?;
+    let info = WorldInfo::from_env()?;
+    let device = info.device_for(trainer::ssl::train::parse_device(&cfg.train.device)?);
+    let dist = Dist::join(info, device, dist_timeout()?)?;
+    let sched = trainer::ssl::train::schedules(&cfg, dist.world() as u64)?;
     cfg.optim.lr = sched.lr.base_value;
-    trainer::config::write_resolved_as(&cfg, &out)?;
-    eprintln!("run directory: {}", out.display());
-    let o = trainer::ssl::train::run(&cfg, &out, a.resume, std::io::stderr().is_terminal())?;
+    if dist.is_main() {
+        trainer::config::write_resolved_as(&cfg, &out)?;
+        eprintln!("run directory: {}", out.display());
+    }
+    let o = trainer::ssl::train::run(&cfg, &out, a.resume, std::io::stderr().is_terminal(), &dist)?;
+    if !dist.is_main() {
+        return Ok(ExitCode::SUCCESS);
+    }
     let plot = trainer::ssl::report::render(&out)?;
     println!(
         "{} iterations; last loss {:.4} (dino local {:.4}, dino global {:.4}, koleo {:.4}, ibot {:.4})",

@@ -6,7 +6,7 @@
 
 use anyhow::{Result, ensure};
 use model::heads::{DinoHead, DinoHeadConfig};
-use model::loss::{DinoLoss, IbotPatchLoss, KoLeoLoss};
+use model::loss::{AllReduce, DinoLoss, IbotPatchLoss, KoLeoLoss};
 use model::{DinoVisionTransformer, VitConfig};
 use tch::{Device, Kind, Tensor, nn};
 
@@ -82,6 +82,30 @@ pub struct LossValues {
     pub teacher_marginal_entropy: f64,
 }
 
+impl LossValues {
+    /// Every term averaged over the ranks (what dinov2 logs).
+    pub fn mean_over(&self, dist: &crate::dist::Dist) -> Result<Self> {
+        let v = dist.mean_scalars(&[
+            self.total,
+            self.dino_local_crops_loss,
+            self.dino_global_crops_loss,
+            self.koleo_loss,
+            self.ibot_loss,
+            self.teacher_entropy,
+            self.teacher_marginal_entropy,
+        ])?;
+        Ok(Self {
+            total: v[0],
+            dino_local_crops_loss: v[1],
+            dino_global_crops_loss: v[2],
+            koleo_loss: v[3],
+            ibot_loss: v[4],
+            teacher_entropy: v[5],
+            teacher_marginal_entropy: v[6],
+        })
+    }
+}
+
 pub struct SslMetaArch {
     pub config: MetaArchConfig,
     pub student_vs: nn::VarStore,
@@ -138,6 +162,7 @@ impl SslMetaArch {
         &mut self,
         b: &SslBatch,
         teacher_temp: f64,
+        reduce: Option<&dyn AllReduce>,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let _g = tch::no_grad_guard();
         let t = self
@@ -175,14 +200,14 @@ impl SslMetaArch {
                     .dino_loss
                     .softmax_center_teacher(&cls_logits, teacher_temp)
                     .view([2, -1, k]);
-                self.dino_loss.update_center(&cls_logits, None);
+                self.dino_loss.update_center(&cls_logits, reduce);
                 let i = patch_logits.map(|p| {
                     let p = p.unsqueeze(0);
                     let s = self
                         .ibot_loss
                         .softmax_center_teacher(&p, teacher_temp)
                         .squeeze_dim(0);
-                    self.ibot_loss.update_center(&p, None);
+                    self.ibot_loss.update_center(&p, reduce);
                     s
                 });
                 (d, i)
@@ -190,11 +215,11 @@ impl SslMetaArch {
             Centering::SinkhornKnopp => {
                 let d = self
                     .dino_loss
-                    .sinkhorn_knopp_teacher(&cls_logits, teacher_temp, 3, None)
+                    .sinkhorn_knopp_teacher(&cls_logits, teacher_temp, 3, reduce)
                     .view([2, -1, k]);
                 let i = patch_logits.map(|p| {
                     self.ibot_loss
-                        .sinkhorn_knopp_teacher(&p, teacher_temp, n_masked, 3, None)
+                        .sinkhorn_knopp_teacher(&p, teacher_temp, n_masked, 3, reduce)
                 });
                 (d, i)
             }
@@ -203,15 +228,21 @@ impl SslMetaArch {
     }
 
     /// One iteration's loss (`forward_backward` without the backward): the scalar to
-    /// backpropagate into the student, and the logged terms.
-    pub fn forward(&mut self, b: &SslBatch, teacher_temp: f64) -> Result<(Tensor, LossValues)> {
+    /// backpropagate into the student, and the logged terms. `reduce`: the other ranks of a
+    /// data-parallel run (centres and Sinkhorn-Knopp sums over all of them), `None` alone.
+    pub fn forward(
+        &mut self,
+        b: &SslBatch,
+        teacher_temp: f64,
+        reduce: Option<&dyn AllReduce>,
+    ) -> Result<(Tensor, LossValues)> {
         let n_local = self.config.local_crops as i64;
         let n_global = 2i64;
         ensure!(
             b.global.size()[0] % 2 == 0,
             "global crops must come in pairs"
         );
-        let (teacher_dino, teacher_ibot) = self.teacher_targets(b, teacher_temp)?;
+        let (teacher_dino, teacher_ibot) = self.teacher_targets(b, teacher_temp, reduce)?;
         let (h, hm) = tch::no_grad(|| {
             let p = teacher_dino.flatten(0, 1).to_kind(Kind::Float);
             let ent = |q: &Tensor| {

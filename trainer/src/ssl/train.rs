@@ -5,6 +5,7 @@
 
 use super::config::SslConfig;
 use super::meta_arch::{LossValues, MetaArchConfig, SslBatch, SslMetaArch};
+use crate::dist::Dist;
 use crate::metrics::MetricsWriter;
 use crate::optim::{AdamW, apply_schedules, clip_grad_norm_by_submodule, student_param_groups};
 use crate::scaler::LossScaler;
@@ -318,17 +319,20 @@ impl Optim {
 }
 
 /// One iteration (train.py's loop body): forward with the teacher temperature of `v`,
-/// backward (scaled), unscale, clip each student submodule, AdamW with the scheduled lr and
-/// weight decay per parameter group, EMA update of the teacher with the scheduled momentum.
-/// A non-finite loss is an error (nothing is updated).
+/// backward (scaled), gradients averaged over the ranks of `dist`, unscale, clip each student
+/// submodule, AdamW with the scheduled lr and weight decay per parameter group, EMA update of
+/// the teacher with the scheduled momentum. A non-finite loss is an error (nothing is updated).
 pub fn train_step(
     arch: &mut SslMetaArch,
     o: &mut Optim,
     b: &SslBatch,
     v: &crate::ssl_schedules::SslScheduleValues,
+    dist: &Dist,
 ) -> Result<(LossValues, Vec<(String, Tensor)>)> {
     let fp16 = o.scaler.is_some();
-    let (loss, values) = tch::autocast(fp16, || arch.forward(b, v.teacher_temp))?;
+    let reduce: Option<&dyn model::loss::AllReduce> = (dist.world() > 1).then_some(dist);
+    let (loss, values) = tch::autocast(fp16, || arch.forward(b, v.teacher_temp, reduce))?;
+    dist.check()?;
     if !values.total.is_finite() {
         bail!("the loss became {} ({values:?})", values.total);
     }
@@ -337,6 +341,7 @@ pub fn train_step(
         None => loss.shallow_clone(),
     };
     let mut grads = Tensor::f_run_backward(&[&scaled], &o.params, false, false)?;
+    dist.average_gradients(&grads)?;
     let ok = match o.scaler.as_mut() {
         Some(s) => {
             let finite = s.unscale(&mut grads);
@@ -364,8 +369,13 @@ pub fn open_train_dataset(c: &SslConfig) -> Result<Arc<dyn pipeline::Dataset>> {
     ))
 }
 
-/// The pretraining loader of a config: multi-crop preset, iBOT masks, infinite sampler.
-pub fn build_loader(c: &SslConfig, ds: Arc<dyn pipeline::Dataset>) -> Result<Loader> {
+/// The pretraining loader of a config: multi-crop preset, iBOT masks, infinite sampler
+/// sharded over `(rank, world)`.
+pub fn build_loader(
+    c: &SslConfig,
+    ds: Arc<dyn pipeline::Dataset>,
+    (rank, world): (usize, usize),
+) -> Result<Loader> {
     let cr = &c.crops;
     let preset = Preset::Dinov2(MultiCrop {
         global_size: cr.global_crops_size as usize,
@@ -391,8 +401,8 @@ pub fn build_loader(c: &SslConfig, ds: Arc<dyn pipeline::Dataset>) -> Result<Loa
             workers,
             seed: c.train.seed,
             sampler: SamplerKind::Infinite,
-            rank: 0,
-            world: 1,
+            rank,
+            world,
             masks: Some(MaskConfig {
                 patch_size: c.student.patch_size as usize,
                 ratio: c.ibot.mask_ratio_min_max,
@@ -404,9 +414,18 @@ pub fn build_loader(c: &SslConfig, ds: Arc<dyn pipeline::Dataset>) -> Result<Loa
     )
 }
 
-/// Runs (or with `resume`, continues) pretraining into `out`.
-pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<SslOutcome> {
-    let device = parse_device(&c.train.device)?;
+/// Runs (or with `resume`, continues) pretraining into `out`, as one process of `dist`
+/// (every rank trains on its shard of the data with gradients, centres and Sinkhorn-Knopp
+/// sums reduced over the ranks; rank 0 logs, checkpoints and exports).
+pub fn run(
+    c: &SslConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+    dist: &Dist,
+) -> Result<SslOutcome> {
+    let main = dist.is_main();
+    let device = dist.info.device_for(parse_device(&c.train.device)?);
     if c.train.dataset_path.contains(":split=") {
         bail!(
             "train.dataset_path {:?} is dinov2's dataset string; give a shard directory or class-per-folder tree (see `dinov2 convert imagenet`)",
@@ -417,7 +436,9 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
         c.train.official_epoch_length > 0 && c.optim.epochs > 0,
         "epochs and OFFICIAL_EPOCH_LENGTH must be positive"
     );
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if main {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
     tch::manual_seed(c.train.seed as i64);
     let mac = meta_arch_config(c)?;
     let mut arch = SslMetaArch::new(mac.clone(), device)?;
@@ -433,15 +454,20 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
         let r =
             model::weights::load_state_dict(&arch.student_vs, t, false, &w.display().to_string())?;
         arch.teacher_vs.copy(&arch.student_vs)?;
-        eprintln!(
-            "student initialised from {}: {}",
-            w.display(),
-            r.describe(5)
-        );
+        if main {
+            eprintln!(
+                "student initialised from {}: {}",
+                w.display(),
+                r.describe(5)
+            );
+        }
     }
+    // Every rank starts from rank 0's student and teacher.
+    dist.broadcast_from_main(&crate::dist::sorted_variables(&arch.student_vs))?;
+    dist.broadcast_from_main(&crate::dist::sorted_variables(&arch.teacher_vs))?;
     // Trainable student parameters in name order, their groups and the optimizer.
     let mut o = Optim::new(&arch, c)?;
-    let sched = schedules(c, 1)?;
+    let sched = schedules(c, dist.world() as u64)?;
     let fp16 = o.scaler.is_some();
 
     let metrics_path = out.join("metrics.jsonl");
@@ -450,37 +476,43 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
         Some(st) if resume => {
             start = st.iteration;
             o.scaler = st.scaler.or(o.scaler.take());
-            let keep: Vec<String> = crate::metrics::read_metrics(&metrics_path)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|r| r["iteration"].as_u64().is_none_or(|i| i <= start))
-                .map(|r| r.to_string())
-                .collect();
-            pipeline::atomic::write_atomic(
-                &metrics_path,
-                (keep.join("\n") + if keep.is_empty() { "" } else { "\n" }).as_bytes(),
-            )?;
-            eprintln!("resuming at iteration {start}");
+            if main {
+                let keep: Vec<String> = crate::metrics::read_metrics(&metrics_path)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| r["iteration"].as_u64().is_none_or(|i| i <= start))
+                    .map(|r| r.to_string())
+                    .collect();
+                pipeline::atomic::write_atomic(
+                    &metrics_path,
+                    (keep.join("\n") + if keep.is_empty() { "" } else { "\n" }).as_bytes(),
+                )?;
+                eprintln!("resuming at iteration {start}");
+            }
         }
         Some(_) => bail!(
             "{} already holds a checkpoint; pass --resume to continue it or choose another output directory",
             out.display()
         ),
         None => {
-            let _ = std::fs::remove_file(&metrics_path);
+            if main {
+                let _ = std::fs::remove_file(&metrics_path);
+            }
         }
     }
-    let mut metrics = MetricsWriter::append(&metrics_path)?;
+    let mut metrics = MetricsWriter::append_if(main, &metrics_path)?;
 
     let ds = open_train_dataset(c)?;
-    eprintln!("data: {}", ds.describe());
-    let mut loader = build_loader(c, ds)?;
+    if main {
+        eprintln!("data: {}", ds.describe());
+    }
+    let mut loader = build_loader(c, ds, (dist.rank(), dist.world()))?;
     let cr = &c.crops;
     let batch = c.train.batch_size_per_gpu as usize;
     let total = c.optim.epochs * c.train.official_epoch_length;
     let end = c.train.max_iterations.map_or(total, |m| m.min(total));
     let ckpt_every = (c.train.saveckp_freq * c.train.official_epoch_length).max(1);
-    let bar = if progress {
+    let bar = if progress && main {
         ProgressBar::new(end).with_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} it [{elapsed}<{eta}] {msg}")
                 .unwrap(),
@@ -489,15 +521,22 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
         ProgressBar::hidden()
     };
     bar.set_position(start);
-    eprintln!(
-        "pretraining {} ({}x{} ViT, patch {}) from iteration {start} to {end} of {total}; batch {batch}, {} local crops, {device:?}{}",
-        c.student.arch,
-        mac.student.depth,
-        mac.student.embed_dim,
-        mac.student.patch_size,
-        cr.local_crops_number,
-        if fp16 { ", fp16" } else { ", fp32" }
-    );
+    if main {
+        eprintln!(
+            "pretraining {} ({}x{} ViT, patch {}) from iteration {start} to {end} of {total}; batch {batch}{}, {} local crops, {device:?}{}",
+            c.student.arch,
+            mac.student.depth,
+            mac.student.embed_dim,
+            mac.student.patch_size,
+            if dist.world() > 1 {
+                format!(" per process x {} processes", dist.world())
+            } else {
+                String::new()
+            },
+            cr.local_crops_number,
+            if fp16 { ", fp16" } else { ", fp32" }
+        );
+    }
     let (g, l, nl) = (
         cr.global_crops_size as usize,
         cr.local_crops_size as usize,
@@ -520,13 +559,15 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
         let v = sched.at(it);
         // Stochastic depth draws from libtorch's generator: seeding it per iteration makes a
         // resumed run draw exactly what an uninterrupted one does.
+        // Each rank draws its own (dinov2 seeds seed + rank).
         tch::manual_seed(
             (c.train.seed as i64)
                 .wrapping_mul(1_000_003)
-                .wrapping_add(it as i64),
+                .wrapping_add(it as i64)
+                .wrapping_add((dist.rank() as i64) << 40),
         );
         let sb = batch_tensors(&mut b, g, l, nl, device)?;
-        let (values, norms) = train_step(&mut arch, &mut o, &sb, &v).map_err(|e| {
+        let (values, norms) = train_step(&mut arch, &mut o, &sb, &v, dist).map_err(|e| {
             anyhow::anyhow!(
                 "{e:#} at iteration {it}; the last good checkpoint in {} is intact",
                 out.join("checkpoints").display()
@@ -537,7 +578,10 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
         last = values;
         bar.inc(1);
         if it.is_multiple_of(c.train.log_every.max(1)) || it == end {
-            let ips = n_log as f64 / t_log.elapsed().as_secs_f64();
+            if dist.world() > 1 {
+                last = last.mean_over(dist)?;
+            }
+            let ips = (n_log * dist.world()) as f64 / t_log.elapsed().as_secs_f64();
             bar.set_message(format!(
                 "loss {:.4} lr {:.2e} {ips:.1} img/s",
                 last.total, v.lr
@@ -559,10 +603,31 @@ pub fn run(c: &SslConfig, out: &Path, resume: bool, progress: bool) -> Result<Ss
             n_log = 0;
         }
         if it.is_multiple_of(ckpt_every) || it == end {
-            save(out, &arch, &o.adamw, &o.names, &state(it, &o.scaler))?;
+            if dist.world() > 1 {
+                // A cheap guard against silent divergence: every rank holds the same weights.
+                let mut all = crate::dist::sorted_variables(&arch.student_vs);
+                all.extend(crate::dist::sorted_variables(&arch.teacher_vs));
+                let same = dist.identical_across_ranks(&all)?;
+                metrics
+                    .log(&json!({"kind": "ddp_check", "iteration": it, "ranks_identical": same}))?;
+                ensure!(
+                    same,
+                    "the student or teacher differs between ranks at iteration {it}"
+                );
+            }
+            if main {
+                save(out, &arch, &o.adamw, &o.names, &state(it, &o.scaler))?;
+            }
         }
     }
     bar.finish_and_clear();
+    if !main {
+        return Ok(SslOutcome {
+            iterations: it,
+            last,
+            teacher_backbone: out.join("teacher_backbone.safetensors"),
+        });
+    }
     // The teacher backbone with the official key names, for the probe, k-NN and PyTorch users.
     let teacher = out.join("teacher_backbone.safetensors");
     model::weights::save_safetensors(
