@@ -75,7 +75,7 @@ pub fn metrics_without_timings(dir: &Path) -> Vec<serde_json::Value> {
         .unwrap()
         .into_iter()
         .map(|mut r| {
-            for k in ["images_per_s", "train_images_per_s"] {
+            for k in ["images_per_s", "train_images_per_s", "step_s", "comm_s"] {
                 r.as_object_mut().unwrap().remove(k);
             }
             r

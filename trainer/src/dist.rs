@@ -12,8 +12,8 @@
 use anyhow::{Context, Result, bail};
 use c10d::{Backend, ProcessGroup, ReduceOp};
 use model::loss::AllReduce;
-use std::cell::RefCell;
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
 /// Gradients are all-reduced in buckets of about this many bytes (PyTorch DDP's default).
@@ -98,6 +98,8 @@ pub struct Dist {
     pub info: WorldInfo,
     pg: Option<RefCell<ProcessGroup>>,
     failure: RefCell<Option<anyhow::Error>>,
+    /// Time spent in collectives since the last [`Dist::take_comm_time`].
+    comm: Cell<Duration>,
 }
 
 impl Dist {
@@ -113,6 +115,7 @@ impl Dist {
             },
             pg: None,
             failure: RefCell::new(None),
+            comm: Cell::new(Duration::ZERO),
         }
     }
 
@@ -141,7 +144,7 @@ impl Dist {
         Ok(Self {
             info,
             pg: Some(RefCell::new(pg)),
-            failure: RefCell::new(None),
+            ..Self::single()
         })
     }
 
@@ -176,9 +179,16 @@ impl Dist {
         if self.failure.borrow().is_some() {
             return;
         }
+        let t = Instant::now();
         if let Err(e) = f(&mut pg.borrow_mut()) {
             *self.failure.borrow_mut() = Some(e);
         }
+        self.comm.set(self.comm.get() + t.elapsed());
+    }
+
+    /// Time spent in collectives (waiting for peers included) since the last call.
+    pub fn take_comm_time(&self) -> Duration {
+        self.comm.replace(Duration::ZERO)
     }
 
     fn run(&self, f: impl FnOnce(&mut ProcessGroup) -> Result<()>) -> Result<()> {

@@ -546,6 +546,7 @@ pub fn run(
     let mut it = start;
     let mut t_log = Instant::now();
     let mut n_log = 0usize;
+    let (mut step_time, mut steps_log) = (0f64, 0u64);
     let state = |it: u64, scaler: &Option<LossScaler>| SslState {
         iteration: it,
         scaler: scaler.clone(),
@@ -567,17 +568,24 @@ pub fn run(
                 .wrapping_add((dist.rank() as i64) << 40),
         );
         let sb = batch_tensors(&mut b, g, l, nl, device)?;
+        let t_step = Instant::now();
         let (values, norms) = train_step(&mut arch, &mut o, &sb, &v, dist).map_err(|e| {
             anyhow::anyhow!(
                 "{e:#} at iteration {it}; the last good checkpoint in {} is intact",
                 out.join("checkpoints").display()
             )
         })?;
+        step_time += t_step.elapsed().as_secs_f64();
+        steps_log += 1;
         it += 1;
         n_log += b.len();
         last = values;
         bar.inc(1);
         if it.is_multiple_of(c.train.log_every.max(1)) || it == end {
+            // per iteration: the training step, and the collectives inside it
+            let comm_s = dist.take_comm_time().as_secs_f64() / steps_log as f64;
+            let step_s = step_time / steps_log as f64;
+            (step_time, steps_log) = (0.0, 0);
             if dist.world() > 1 {
                 last = last.mean_over(dist)?;
             }
@@ -594,6 +602,7 @@ pub fn run(
                 "teacher_marginal_entropy": last.teacher_marginal_entropy, "lr": v.lr, "wd": v.wd, "mom": v.momentum,
                 "last_layer_lr": v.last_layer_lr, "teacher_temp": v.teacher_temp,
                 "images_per_s": ips, "loss_scale": o.scaler.as_ref().map(|s| s.scale),
+                "step_s": step_s, "comm_s": comm_s, "world_size": dist.world(),
             });
             for (name, n) in &norms {
                 r[format!("grad_norm_{name}")] = json!(n.double_value(&[]));
