@@ -44,7 +44,7 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
     );
 
     // 1. The data pipeline alone (batches dropped as soon as they arrive).
-    let mut loader = build_loader(&c, ds.clone(), (0, 1))?;
+    let mut loader = build_loader(&c, ds.clone(), (0, 1), device)?;
     let mut data_times = Vec::new();
     {
         let mut it = loader.epoch(0, 0)?;
@@ -64,7 +64,7 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
     let mut arch = SslMetaArch::new(mac.clone(), device)?;
     let mut o = Optim::new(&arch, &c)?;
     let sched = schedules(&c, 1)?;
-    let mut loader = build_loader(&c, ds, (0, 1))?;
+    let mut loader = build_loader(&c, ds, (0, 1), device)?;
     let mut step_times = Vec::new();
     {
         let mut it = loader.epoch(0, 0)?;

@@ -2,6 +2,7 @@
 //! k-NN, checkpoints and run metrics.
 
 pub mod backbone;
+pub mod batch_memory;
 pub mod checkpoint;
 pub mod config;
 pub mod dist;

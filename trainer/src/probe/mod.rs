@@ -16,7 +16,7 @@ use classifiers::{Classifier, Protocol};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{DinoVisionTransformer, Take};
 use pipeline::dataset::{Dataset, open_dataset};
-use pipeline::loader::{BatchStorage, Loader, LoaderConfig, VecStorage};
+use pipeline::loader::{Loader, LoaderConfig};
 use pipeline::presets::Preset;
 use pipeline::sampler::SamplerKind;
 use serde_json::json;
@@ -94,6 +94,7 @@ fn loader(
     seed: u64,
     eval: bool,
     (rank, world): (usize, usize),
+    device: Device,
 ) -> Result<Loader> {
     let cfg = LoaderConfig {
         preset: spec.preset.clone(),
@@ -109,11 +110,7 @@ fn loader(
         masks: None,
         keep_partial_batch: eval || !spec.drop_last,
     };
-    let storages: Vec<Box<dyn BatchStorage>> = (0..3)
-        .map(|_| {
-            Box::new(VecStorage::for_preset(&spec.preset, spec.batch_size)) as Box<dyn BatchStorage>
-        })
-        .collect();
+    let storages = crate::batch_memory::storages(&spec.preset, spec.batch_size, device, 3);
     Loader::new(ds, cfg, storages)
 }
 
@@ -121,9 +118,7 @@ fn loader(
 fn batch_tensors(b: &mut pipeline::loader::Batch, crop: usize, device: Device) -> (Tensor, Tensor) {
     let n = b.len();
     let plane = &b.planes()[0][..n * crop * crop * 3];
-    let x = Tensor::from_slice(plane)
-        .view([n as i64, crop as i64, crop as i64, 3])
-        .to_device(device);
+    let x = crate::batch_memory::upload(plane, &[n as i64, crop as i64, crop as i64, 3], device);
     let labels: Vec<i64> = b.labels.iter().map(|&l| l as i64).collect();
     (
         model::input::normalize_uint8(&x, Kind::Float),
@@ -380,8 +375,9 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
         s.seed,
         false,
         (dist.rank(), dist.world()),
+        s.device,
     )?;
-    let mut eval = loader(eval_ds.clone(), &s.eval, s.seed, true, (0, 1))?;
+    let mut eval = loader(eval_ds.clone(), &s.eval, s.seed, true, (0, 1), s.device)?;
     let steps_per_epoch = train.steps_per_epoch().unwrap_or(0);
     ensure!(
         steps_per_epoch > 0,
@@ -617,7 +613,7 @@ pub fn extract_features(
         drop_last: false,
         ..spec.clone()
     };
-    let mut l = loader(ds, &spec, 0, true, (0, 1))?;
+    let mut l = loader(ds, &spec, 0, true, (0, 1), device)?;
     let crop = crop_size(&spec.preset);
     let (mut feats, mut labels) = (Vec::new(), Vec::new());
     for b in l.epoch(0, 0)? {

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use model::heads::DinoHeadConfig;
 use model::{FfnLayer, VitConfig};
 use pipeline::dataset::open_dataset;
-use pipeline::loader::{BatchStorage, Loader, LoaderConfig, MaskConfig, VecStorage};
+use pipeline::loader::{Loader, LoaderConfig, MaskConfig};
 use pipeline::presets::{MultiCrop, Preset};
 use pipeline::sampler::SamplerKind;
 use serde_json::json;
@@ -143,9 +143,11 @@ pub fn batch_tensors(
         .context("the pretraining loader produced no iBOT masks")?;
     let planes = b.planes();
     let img = |plane: &[u8], count: usize, size: usize| {
-        Tensor::from_slice(&plane[..count * n * size * size * 3])
-            .view([(count * n) as i64, size as i64, size as i64, 3])
-            .to_device(device)
+        crate::batch_memory::upload(
+            &plane[..count * n * size * size * 3],
+            &[(count * n) as i64, size as i64, size as i64, 3],
+            device,
+        )
     };
     let global = model::input::normalize_uint8(&img(planes[0], 2, g), Kind::Float);
     let local = if n_local > 0 {
@@ -375,6 +377,7 @@ pub fn build_loader(
     c: &SslConfig,
     ds: Arc<dyn pipeline::Dataset>,
     (rank, world): (usize, usize),
+    device: Device,
 ) -> Result<Loader> {
     let cr = &c.crops;
     let preset = Preset::Dinov2(MultiCrop {
@@ -390,9 +393,7 @@ pub fn build_loader(
         1,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
-    let storages: Vec<Box<dyn BatchStorage>> = (0..3)
-        .map(|_| Box::new(VecStorage::for_preset(&preset, batch)) as Box<dyn BatchStorage>)
-        .collect();
+    let storages = crate::batch_memory::storages(&preset, batch, device, 3);
     Loader::new(
         ds,
         LoaderConfig {
@@ -506,7 +507,7 @@ pub fn run(
     if main {
         eprintln!("data: {}", ds.describe());
     }
-    let mut loader = build_loader(c, ds, (dist.rank(), dist.world()))?;
+    let mut loader = build_loader(c, ds, (dist.rank(), dist.world()), device)?;
     let cr = &c.crops;
     let batch = c.train.batch_size_per_gpu as usize;
     let total = c.optim.epochs * c.train.official_epoch_length;
