@@ -1,14 +1,58 @@
-//! `dinov2 demo`: the main job on a small built-in default. For now: the doctor's checks and a
-//! timed libtorch matrix multiply on each usable device; later stages grow it into the full
-//! tree -> shards -> pretraining -> probe demo.
+//! `dinov2 demo`: the main job on a small built-in default, end to end on whatever machine
+//! this is (a few minutes on 2 CPU cores):
+//!
+//! 1. the doctor's checks and a timed matmul on each device;
+//! 2. a generated ImageNet-like tree (realistic JPEG sizes) → LMDB and Arrow shards;
+//! 3. `bench data` on the shards for the `linear-train` and `dinov2` presets;
+//! 4. a short DINOv2 pretraining of a tiny ViT (`configs/tiny_ssl_cpu.yaml`, built in);
+//! 5. a linear probe and k-NN of its teacher, and of the same ViT at random initialisation;
+//! 6. `summary.md` (tables) and PNG plots in the output folder, with the paths printed.
+//!
+//! Every stage is a real `dinov2` command run as a child process (their progress bars show);
+//! a finished stage leaves `stages/NAME.json`, so a rerun after an interruption skips what was
+//! done and resumes the rest (conversion and training resume from their own checkpoints).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
-use std::path::Path;
-use std::process::ExitCode;
+use serde_json::{Value, json};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use trainer::metrics::MetricsWriter;
+use trainer::metrics::{MetricsWriter, read_metrics};
+use trainer::summary::markdown_table;
+
+/// The demo's pretraining and probe configs (the files in `configs/`), built in so that the
+/// demo runs from any directory.
+const SSL_CONFIG: &str = include_str!("../configs/tiny_ssl_cpu.yaml");
+const PROBE_CONFIG: &str = include_str!("../configs/tiny_lp_cpu.yaml");
+
+/// Sizes of the demo (`dinov2 demo --help`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Output folder (stages, shards, runs, summary.md, plots).
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// Images in the generated tree (10 classes; 80 % train, 20 % val).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(20..=1_000_000))]
+    pub images: u64,
+    /// Pretraining iterations (batch 32).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub iterations: u64,
+    /// Linear-probe epochs.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub probe_epochs: u32,
+    /// Seconds of each data-pipeline benchmark.
+    #[arg(long, default_value_t = 10.0)]
+    pub bench_seconds: f64,
+    /// Square matrix size of the device check.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i64).range(16..=16384))]
+    pub size: i64,
+    /// Timed repetitions of the device check (the median is reported).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub reps: u32,
+}
 
 /// One device's matmul benchmark.
 #[derive(Debug, Serialize)]
@@ -60,23 +104,86 @@ pub fn matmul_benchmark(device: Device, size: i64, reps: u32) -> Result<MatmulRe
     })
 }
 
+/// Runs a stage once: its result is kept in `stages/NAME.json` and reused by later runs.
+fn stage(out: &Path, name: &str, title: &str, f: impl FnOnce() -> Result<Value>) -> Result<Value> {
+    let path = out.join("stages").join(format!("{name}.json"));
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+    {
+        eprintln!("\n== {title}: done in an earlier run ({})", path.display());
+        return Ok(v);
+    }
+    eprintln!("\n== {title}");
+    let t = Instant::now();
+    let mut v = f().with_context(|| format!("demo stage {name:?}"))?;
+    v["stage_seconds"] = json!(t.elapsed().as_secs_f64());
+    pipeline::atomic::write_atomic(&path, &serde_json::to_vec_pretty(&v)?)?;
+    Ok(v)
+}
+
+/// `dinov2 ARGS`: stderr shown (progress bars), stdout returned and kept in `logs/NAME.log`.
+fn dinov2(out: &Path, log: &str, args: &[OsString]) -> Result<String> {
+    let exe = std::env::current_exe().context("finding the dinov2 executable")?;
+    let o = Command::new(&exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    std::fs::create_dir_all(out.join("logs"))?;
+    std::fs::write(out.join("logs").join(format!("{log}.log")), &stdout)?;
+    if !o.status.success() {
+        bail!(
+            "`dinov2 {}` failed ({}):\n{stdout}",
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            o.status
+        );
+    }
+    Ok(stdout)
+}
+
+fn os<I: IntoIterator<Item = S>, S: Into<OsString>>(v: I) -> Vec<OsString> {
+    v.into_iter().map(Into::into).collect()
+}
+
+/// `-o key=value` pairs.
+fn overrides(pairs: &[String]) -> Vec<OsString> {
+    pairs
+        .iter()
+        .flat_map(|p| [OsString::from("-o"), OsString::from(p)])
+        .collect()
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(f64::NAN)
+}
+
 /// `dinov2 demo`.
-pub fn run(out: &Path, size: i64, reps: u32) -> Result<ExitCode> {
+pub fn run(a: &DemoArgs) -> Result<ExitCode> {
+    ensure!(a.bench_seconds > 0.0, "--bench-seconds must be positive");
+    let out = &a.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let t_all = Instant::now();
+
+    // 1. machine
     let report = crate::doctor::collect(out);
     crate::doctor::print(&report);
     if !report.problems.is_empty() {
-        anyhow::bail!("the doctor found problems (listed above); fix them before running jobs");
+        bail!("the doctor found problems (listed above); fix them before running jobs");
     }
     let mut metrics = MetricsWriter::append(&out.join("metrics.jsonl"))?;
     let mut devices = vec![Device::Cpu];
     devices.extend((0..tch::Cuda::device_count()).map(|i| Device::Cuda(i as usize)));
-    println!("\nfp32 matmul {size}x{size}, median of {reps}:");
-    let mut results = Vec::new();
+    println!("\nfp32 matmul {0}x{0}, median of {1}:", a.size, a.reps);
+    let mut matmul = Vec::new();
     for device in devices {
-        let r = matmul_benchmark(device, size, reps)
+        let r = matmul_benchmark(device, a.size, a.reps)
             .with_context(|| format!("matmul benchmark on {device:?}"))?;
-        anyhow::ensure!(
+        ensure!(
             r.rel_error < 1e-3,
             "matmul on {device:?} is wrong: relative error {}",
             r.rel_error
@@ -85,16 +192,442 @@ pub fn run(out: &Path, size: i64, reps: u32) -> Result<ExitCode> {
             "  {:<8} {:>9.2} ms  {:>9.1} GFLOP/s  (rel. error {:.1e})",
             r.device, r.median_ms, r.gflops, r.rel_error
         );
-        metrics.log(&serde_json::json!({"event": "matmul", "result": &r}))?;
-        results.push(r);
+        metrics.log(&json!({"event": "matmul", "result": &r}))?;
+        matmul.push(r);
     }
-    let summary = serde_json::json!({ "doctor": report, "matmul": results });
-    let summary_path = out.join("summary.json");
-    pipeline::atomic::write_atomic(&summary_path, &serde_json::to_vec_pretty(&summary)?)?;
+
+    // 2. tree and shards
+    let tree = out.join("tree");
+    let tree_info = stage(out, "tree", "generating an ImageNet-like tree", || {
+        let per_class = (a.images as usize).div_ceil(10);
+        let val = (per_class / 5).max(1);
+        let spec = converters::synth::SynthSpec {
+            classes: 10,
+            train_per_class: per_class - val.min(per_class - 1),
+            val_per_class: val.min(per_class - 1),
+            ..converters::synth::SynthSpec::default()
+        };
+        converters::synth::generate_cached(&tree, &spec)?;
+        let (n, bytes) = tree_size(&tree)?;
+        eprintln!(
+            "{n} JPEGs, {:.1} MB, in {}",
+            bytes as f64 / 1e6,
+            tree.display()
+        );
+        Ok(json!({"images": n, "bytes": bytes, "path": tree}))
+    })?;
+    let mut conversions = Vec::new();
+    for format in ["lmdb", "arrow"] {
+        let dir = out.join(format!("shards-{format}"));
+        let v = stage(
+            out,
+            &format!("convert-{format}"),
+            &format!("converting to {format}"),
+            || {
+                let text = dinov2(
+                    out,
+                    &format!("convert-{format}"),
+                    &os([
+                        "convert".into(),
+                        "imagenet".into(),
+                        "--root".into(),
+                        tree.clone().into_os_string(),
+                        "--out".into(),
+                        dir.clone().into_os_string(),
+                        "--format".into(),
+                        format.into(),
+                        "--json".into(),
+                    ]),
+                )?;
+                let s: Value = serde_json::from_str(&text).context("convert --json output")?;
+                Ok(json!({
+                    "format": format, "path": dir, "images": s["images_processed"],
+                    "seconds": s["seconds"], "bytes_read": s["bytes_read"],
+                    "shards": s["manifest"]["splits"]
+                        .as_object()
+                        .map_or(0, |m| m.values().map(|v| v["shards"].as_array().map_or(0, |s| s.len())).sum::<usize>()),
+                }))
+            },
+        )?;
+        conversions.push(v);
+    }
+    let shards = out.join("shards-arrow");
+
+    // 3. data pipeline
+    let mut benches = Vec::new();
+    for preset in ["linear-train", "dinov2"] {
+        let v = stage(
+            out,
+            &format!("bench-{preset}"),
+            &format!("data pipeline, {preset} preset"),
+            || {
+                let text = dinov2(
+                    out,
+                    &format!("bench-{preset}"),
+                    &os([
+                        "bench".into(),
+                        "data".into(),
+                        "--data".into(),
+                        shards.clone().into_os_string(),
+                        "--preset".into(),
+                        preset.into(),
+                        "--seconds".into(),
+                        a.bench_seconds.to_string().into(),
+                        "--json".into(),
+                    ]),
+                )?;
+                serde_json::from_str(&text).context("bench data --json output")
+            },
+        )?;
+        benches.push(v);
+    }
+
+    // 4. pretraining
+    let configs = out.join("configs");
+    std::fs::create_dir_all(&configs)?;
+    let ssl_cfg = configs.join("tiny_ssl_cpu.yaml");
+    let probe_cfg = configs.join("tiny_lp_cpu.yaml");
+    pipeline::atomic::write_atomic(&ssl_cfg, SSL_CONFIG.as_bytes())?;
+    pipeline::atomic::write_atomic(&probe_cfg, PROBE_CONFIG.as_bytes())?;
+    let ssl = out.join("pretrain");
+    let epoch_len = 20u64;
+    let pre = stage(
+        out,
+        "pretrain",
+        "pretraining a tiny ViT (DINO + iBOT + KoLeo)",
+        || {
+            let mut args = os([
+                "train".into(),
+                "-c".into(),
+                ssl_cfg.clone().into_os_string(),
+            ]);
+            args.extend(overrides(&[
+                format!("train.dataset_path={}", shards.display()),
+                format!("train.output_dir={}", ssl.display()),
+                format!("train.OFFICIAL_EPOCH_LENGTH={epoch_len}"),
+                format!("optim.epochs={}", a.iterations.div_ceil(epoch_len)),
+                format!("train.max_iterations={}", a.iterations),
+            ]));
+            if ssl.join("checkpoints/latest.json").exists() {
+                args.push("--resume".into());
+            }
+            dinov2(out, "pretrain", &args)?;
+            let recs: Vec<Value> = read_metrics(&ssl.join("metrics.jsonl"))?
+                .into_iter()
+                .filter(|r| r["kind"] == "pretrain")
+                .collect();
+            let (first, last) = (
+                recs.first().cloned().unwrap_or_default(),
+                recs.last().cloned().unwrap_or_default(),
+            );
+            Ok(json!({
+                "iterations": last["iteration"], "first_loss": first["total_loss"], "last_loss": last["total_loss"],
+                "teacher_entropy": last["teacher_entropy"], "teacher_marginal_entropy": last["teacher_marginal_entropy"],
+                "images_per_s": last["images_per_s"], "teacher": ssl.join("teacher_backbone.safetensors"),
+                "curves": ssl.join("curves.png"),
+            }))
+        },
+    )?;
+
+    // 5. probes
+    let mut probes = Vec::new();
+    for (name, weights) in [
+        ("pretrained", Some(ssl.join("teacher_backbone.safetensors"))),
+        ("random", None),
+    ] {
+        let dir = out.join(format!("probe-{name}"));
+        let v = stage(
+            out,
+            &format!("probe-{name}"),
+            &format!("linear probe + k-NN, {name} backbone"),
+            || {
+                let mut o = vec![
+                    format!("DataLoader.Train.dataset.root={}", shards.display()),
+                    format!("DataLoader.Eval.dataset.root={}", shards.display()),
+                    "DataLoader.Train.dataset.name=Shards".into(),
+                    "DataLoader.Eval.dataset.name=Shards".into(),
+                    format!("Global.output_dir={}", dir.display()),
+                    format!("Global.epochs={}", a.probe_epochs),
+                    "Model.class_num=10".into(),
+                    "Model.backbone.embed_dim=64".into(),
+                    "Model.backbone.depth=4".into(),
+                    "Model.backbone.num_heads=4".into(),
+                    "Model.backbone.patch_size=8".into(),
+                    "Model.backbone.img_size=32".into(),
+                    "DataLoader.Train.dataset.transform.0.RandomResizedCrop.size=32".into(),
+                    "DataLoader.Eval.dataset.transform.0.Resize.size=36".into(),
+                    "DataLoader.Eval.dataset.transform.1.CenterCrop.size=32".into(),
+                    "KNN.enabled=true".into(),
+                    "KNN.nb_knn=[10, 20]".into(),
+                ];
+                if let Some(w) = &weights {
+                    o.push(format!("Global.pretrained_model={}", w.display()));
+                }
+                let run_dir = dir.join("dinov2_custom_linearprobe");
+                let mut args = os([
+                    "train".into(),
+                    "-c".into(),
+                    probe_cfg.clone().into_os_string(),
+                ]);
+                args.extend(overrides(&o));
+                if run_dir.join("checkpoints/latest.json").exists() {
+                    args.push("--resume".into());
+                }
+                dinov2(out, &format!("probe-{name}"), &args)?;
+                let recs = read_metrics(&run_dir.join("metrics.jsonl"))?;
+                let best = recs
+                    .iter()
+                    .filter(|r| r["kind"] == "eval")
+                    .filter_map(|r| r["top1"].as_f64())
+                    .fold(f64::NAN, f64::max);
+                let knn: Vec<Value> = recs
+                    .iter()
+                    .filter(|r| r["kind"] == "knn")
+                    .cloned()
+                    .collect();
+                Ok(json!({
+                    "backbone": name, "best_top1": best, "knn": knn,
+                    "summary": run_dir.join("summary.md"), "curves": run_dir.join("curves.png"),
+                }))
+            },
+        )?;
+        probes.push(v);
+    }
+
+    // 6. summary and plots
+    let throughput_png = out.join("data_throughput.png");
+    let mut bars = Vec::new();
+    for b in &benches {
+        let p = b["preset"].as_str().unwrap_or("?").to_string();
+        for (k, label) in [
+            ("read_ms", "read"),
+            ("decode_ms", "decode"),
+            ("augment_ms", "augment"),
+        ] {
+            bars.push((format!("{p}: {label}"), f(&b["stages"], k)));
+        }
+    }
+    trainer::plot::bar_chart(
+        &throughput_png,
+        "data pipeline: time per image and stage (summed over workers)",
+        "ms per image",
+        &bars,
+    )?;
+    let probe_png = out.join("probe_accuracy.png");
+    trainer::plot::bar_chart(
+        &probe_png,
+        "linear probe and k-NN top-1 (%)",
+        "top-1 %",
+        &probes
+            .iter()
+            .flat_map(|p| {
+                let name = p["backbone"].as_str().unwrap_or("?").to_string();
+                let mut v = vec![(format!("{name}: linear"), 100.0 * f(p, "best_top1"))];
+                for k in p["knn"].as_array().into_iter().flatten() {
+                    v.push((format!("{name}: k-NN k={}", k["k"]), 100.0 * f(k, "top1")));
+                }
+                v
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    let md = summary_markdown(&tree_info, &conversions, &benches, &pre, &probes, &matmul);
+    let summary_path = out.join("summary.md");
+    pipeline::atomic::write_atomic(&summary_path, md.as_bytes())?;
+    let summary_json = out.join("summary.json");
+    pipeline::atomic::write_atomic(
+        &summary_json,
+        &serde_json::to_vec_pretty(&json!({
+            "doctor": report, "matmul": matmul, "tree": tree_info, "conversions": conversions,
+            "data": benches, "pretraining": pre, "probes": probes,
+        }))?,
+    )?;
+    println!("\n{md}");
+    println!("finished in {:.0} s", t_all.elapsed().as_secs_f64());
+    println!("summary:         {}", summary_path.display());
+    println!("plots:           {}", throughput_png.display());
+    println!("                 {}", probe_png.display());
+    println!("                 {}", ssl.join("curves.png").display());
+    for p in &probes {
+        println!("                 {}", p["curves"].as_str().unwrap_or(""));
+    }
     println!(
-        "\nwrote {} and {}",
-        summary_path.display(),
-        out.join("metrics.jsonl").display()
+        "teacher weights: {}",
+        ssl.join("teacher_backbone.safetensors").display()
     );
+    println!("all results:     {}", summary_json.display());
     Ok(ExitCode::SUCCESS)
+}
+
+fn tree_size(dir: &Path) -> Result<(u64, u64)> {
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let m = e.metadata()?;
+        if m.is_dir() {
+            let (a, b) = tree_size(&e.path())?;
+            n += a;
+            bytes += b;
+        } else if !e.file_name().to_string_lossy().starts_with('.') {
+            n += 1;
+            bytes += m.len();
+        }
+    }
+    Ok((n, bytes))
+}
+
+fn summary_markdown(
+    tree: &Value,
+    conversions: &[Value],
+    benches: &[Value],
+    pre: &Value,
+    probes: &[Value],
+    matmul: &[MatmulResult],
+) -> String {
+    let n = |v: &Value, d: usize| match v.as_f64() {
+        Some(x) => format!("{x:.d$}"),
+        None => "–".into(),
+    };
+    let mut s = String::from("# dinov2 demo\n\n");
+    s += &format!(
+        "Generated tree: {} JPEGs, {:.1} MB (ImageNet-like sizes), 10 classes.\n\n",
+        tree["images"],
+        f(tree, "bytes") / 1e6
+    );
+    s += "## Device check\n\n";
+    s += &markdown_table(
+        &["device", "fp32 matmul", "ms", "GFLOP/s"],
+        &matmul
+            .iter()
+            .map(|m| {
+                vec![
+                    m.device.clone(),
+                    format!("{0}x{0}", m.size),
+                    format!("{:.2}", m.median_ms),
+                    format!("{:.1}", m.gflops),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    s += "\n## Conversion\n\n";
+    s += &markdown_table(
+        &[
+            "format",
+            "images",
+            "shards",
+            "seconds",
+            "images/s",
+            "MB/s read",
+        ],
+        &conversions
+            .iter()
+            .map(|c| {
+                let secs = f(c, "seconds");
+                vec![
+                    c["format"].as_str().unwrap_or("?").into(),
+                    c["images"].to_string(),
+                    c["shards"].to_string(),
+                    format!("{secs:.2}"),
+                    format!("{:.0}", f(c, "images") / secs),
+                    format!("{:.1}", f(c, "bytes_read") / 1e6 / secs),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    s += "\n## Data pipeline (Arrow shards)\n\n";
+    s += &markdown_table(
+        &[
+            "preset",
+            "workers",
+            "batch",
+            "images/s",
+            "crops/s",
+            "MB/s",
+            "CPU use",
+            "read ms",
+            "decode ms",
+            "augment ms",
+        ],
+        &benches
+            .iter()
+            .map(|b| {
+                vec![
+                    b["preset"].as_str().unwrap_or("?").into(),
+                    b["workers"].to_string(),
+                    b["batch"].to_string(),
+                    n(&b["images_per_s"], 1),
+                    n(&b["crops_per_s"], 0),
+                    n(&b["mb_per_s"], 1),
+                    n(&b["cpu_utilisation"], 2),
+                    n(&b["stages"]["read_ms"], 3),
+                    n(&b["stages"]["decode_ms"], 2),
+                    n(&b["stages"]["augment_ms"], 2),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    s += "\n## Pretraining (tiny ViT, 4 blocks of width 64, patch 8; 2x32 + 2x16 px crops)\n\n";
+    s += &markdown_table(
+        &[
+            "iterations",
+            "first loss",
+            "last loss",
+            "teacher entropy / image",
+            "batch-marginal entropy",
+            "images/s",
+        ],
+        &[vec![
+            pre["iterations"].to_string(),
+            n(&pre["first_loss"], 3),
+            n(&pre["last_loss"], 3),
+            n(&pre["teacher_entropy"], 3),
+            n(&pre["teacher_marginal_entropy"], 3),
+            n(&pre["images_per_s"], 1),
+        ]],
+    );
+    s += "\n## Linear probe and k-NN (val split)\n\n";
+    s += &markdown_table(
+        &["backbone", "linear top-1 (best)", "k-NN k=10", "k-NN k=20"],
+        &probes
+            .iter()
+            .map(|p| {
+                let knn = |k: u64| {
+                    p["knn"]
+                        .as_array()
+                        .and_then(|v| v.iter().find(|r| r["k"].as_u64() == Some(k)))
+                        .map_or("–".to_string(), |r| {
+                            format!("{:.1} %", 100.0 * f(r, "top1"))
+                        })
+                };
+                vec![
+                    p["backbone"].as_str().unwrap_or("?").into(),
+                    format!("{:.1} %", 100.0 * f(p, "best_top1")),
+                    knn(10),
+                    knn(20),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    s += "\n## Stage times\n\n";
+    let mut rows = vec![vec!["tree".to_string(), n(&tree["stage_seconds"], 1)]];
+    for c in conversions {
+        rows.push(vec![
+            format!("convert {}", c["format"].as_str().unwrap_or("?")),
+            n(&c["stage_seconds"], 1),
+        ]);
+    }
+    for b in benches {
+        rows.push(vec![
+            format!("bench {}", b["preset"].as_str().unwrap_or("?")),
+            n(&b["stage_seconds"], 1),
+        ]);
+    }
+    rows.push(vec!["pretraining".into(), n(&pre["stage_seconds"], 1)]);
+    for p in probes {
+        rows.push(vec![
+            format!("probe {}", p["backbone"].as_str().unwrap_or("?")),
+            n(&p["stage_seconds"], 1),
+        ]);
+    }
+    s += &markdown_table(&["stage", "seconds"], &rows);
+    s
 }

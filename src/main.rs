@@ -40,19 +40,11 @@ enum Command {
         #[arg(long, default_value = ".")]
         path: PathBuf,
     },
-    /// The main job on a small built-in default: the doctor's checks, then a timed libtorch
-    /// matrix multiply (GFLOP/s) on the CPU and on each usable GPU, written to --out.
-    Demo {
-        /// Output directory for metrics.jsonl and summary.json.
-        #[arg(long, default_value = "runs/demo")]
-        out: PathBuf,
-        /// Square matrix size of the benchmark.
-        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i64).range(16..=16384))]
-        size: i64,
-        /// Timed repetitions (the median is reported).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
-        reps: u32,
-    },
+    /// The main job on a small built-in default, end to end: device check, a generated
+    /// ImageNet-like tree converted to LMDB and Arrow shards, data-pipeline benchmarks, a short
+    /// DINOv2 pretraining of a tiny ViT, linear probe and k-NN of its teacher (and of a random
+    /// backbone), summary.md and PNG plots in --out. Rerun to resume after an interruption.
+    Demo(demo::DemoArgs),
     /// Convert an image tree into LMDB or Arrow shards.
     #[command(subcommand)]
     Convert(convert::ConvertCommand),
@@ -95,9 +87,9 @@ fn main() -> ExitCode {
             model::runtime::init();
             doctor::run(json, &path)
         }
-        Command::Demo { out, size, reps } => {
+        Command::Demo(a) => {
             model::runtime::init();
-            demo::run(&out, size, reps)
+            demo::run(&a)
         }
         Command::Convert(c) => convert::run(c),
         Command::Shards(c) => shards::run(c),

@@ -53,28 +53,62 @@ fn doctor_text_names_the_essentials() {
 }
 
 #[test]
-fn demo_benchmarks_matmul_and_writes_its_outputs() {
+fn demo_runs_the_main_job_end_to_end_and_resumes() {
     let dir = scratch("demo");
-    let out = output(
-        dinov2()
-            .args(["demo", "--size", "128", "--reps", "3", "--out"])
-            .arg(&dir),
-    );
+    let small = [
+        "--images",
+        "60",
+        "--iterations",
+        "6",
+        "--probe-epochs",
+        "1",
+        "--bench-seconds",
+        "0.5",
+        "--size",
+        "128",
+        "--reps",
+        "3",
+    ];
+    let out = output(dinov2().arg("demo").args(small).arg("--out").arg(&dir));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
     assert!(text.contains("GFLOP/s"), "{text}");
+    for section in [
+        "## Conversion",
+        "## Data pipeline",
+        "## Pretraining",
+        "## Linear probe and k-NN",
+    ] {
+        assert!(text.contains(section), "{section} missing:\n{text}");
+    }
+    for f in [
+        "summary.md",
+        "summary.json",
+        "data_throughput.png",
+        "probe_accuracy.png",
+        "pretrain/curves.png",
+        "pretrain/teacher_backbone.safetensors",
+        "probe-pretrained/dinov2_custom_linearprobe/curves.png",
+        "shards-lmdb/manifest.json",
+        "shards-arrow/manifest.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
-    let cpu = &summary["matmul"][0];
-    assert_eq!(cpu["device"], "Cpu");
-    assert!(cpu["gflops"].as_f64().unwrap() > 0.0);
-    assert!(cpu["rel_error"].as_f64().unwrap() < 1e-3);
-    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    assert!(metrics.lines().next().unwrap().contains("\"matmul\""));
+    assert_eq!(summary["matmul"][0]["device"], "Cpu");
+    assert!(summary["matmul"][0]["rel_error"].as_f64().unwrap() < 1e-3);
+    assert_eq!(summary["tree"]["images"], 60);
+    assert_eq!(summary["conversions"][1]["images"], 60);
+    assert_eq!(summary["pretraining"]["iterations"], 6);
+    assert!(summary["data"][1]["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(summary["probes"][0]["best_top1"].as_f64().unwrap() >= 0.0);
+    // a rerun skips the finished stages
+    let out = output(dinov2().arg("demo").args(small).arg("--out").arg(&dir));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("done in an earlier run").count(), 8, "{err}");
 }
 
 #[test]

@@ -94,7 +94,14 @@ pub fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]
         .filter(|(_, v)| v.is_finite())
         .map(|(n, v)| (n.as_str(), *v))
         .collect();
-    let w = PANEL_SIZE.0.max(120 * bars.len() as u32 + 120);
+    // wide enough that each bar's label fits under it
+    let longest = bars
+        .iter()
+        .map(|(n, _)| n.chars().count())
+        .max()
+        .unwrap_or(0) as u32;
+    let per_bar = 120u32.max(8 * longest + 24);
+    let w = PANEL_SIZE.0.max(per_bar * bars.len() as u32 + 120);
     let h = PANEL_SIZE.1 + TITLE_HEIGHT;
     let mut buf = vec![0u8; w as usize * h as usize * 3];
     {
