@@ -65,10 +65,12 @@ fn nccl_includes(torch: &Path) -> Option<Vec<PathBuf>> {
         return None;
     }
     let nvidia = torch.canonicalize().ok()?.parent()?.join("nvidia");
+    // nvidia/<pkg>/include, and the CCCL headers one level down (nvidia/cu13/include/cccl)
     let dirs: Vec<PathBuf> = std::fs::read_dir(&nvidia)
         .ok()?
         .filter_map(|e| e.ok())
         .map(|e| e.path().join("include"))
+        .flat_map(|p| [p.join("cccl"), p])
         .filter(|p| p.is_dir())
         .collect();
     let has = |f: &str| dirs.iter().any(|d| d.join(f).exists());

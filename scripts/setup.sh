@@ -66,7 +66,7 @@ done_layer() { mv "$venv/.stamp-$1.want" "$venv/.stamp-$1"; }
 if layer core python/requirements-torch-cpu.txt; then
   if [ "$mode" = cuda ]; then
     say "installing torch 2.13.0 with its CUDA libraries (~2.8 GB)"
-    "${pip[@]}" install torch==2.13.0
+    "${pip[@]}" install torch==2.13.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 # + NCCL's build headers
   else
     say "installing torch 2.13.0, CPU-only (~540 MB)"
     "${pip[@]}" install --no-deps torch==2.13.0 -r python/requirements-torch-cpu.txt

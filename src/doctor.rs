@@ -14,6 +14,8 @@ pub struct Report {
     pub libtorch: Option<runtime::Libtorch>,
     pub libtorch_cuda: CudaLoad,
     pub libtorch_features: Vec<&'static str>,
+    /// The c10d process groups this build has (data-parallel training).
+    pub c10d_backends: Vec<&'static str>,
     pub torch_threads: (i32, i32),
     /// Result of a small fp32 matmul checked against fp64, on the CPU.
     pub cpu_tensor_check: std::result::Result<f64, String>,
@@ -59,6 +61,11 @@ pub fn collect(disk_path: &Path) -> Report {
         libtorch,
         libtorch_cuda,
         libtorch_features,
+        c10d_backends: if c10d::has_nccl() {
+            vec!["gloo", "nccl"]
+        } else {
+            vec!["gloo"]
+        },
         torch_threads: (tch::get_num_threads(), tch::get_num_interop_threads()),
         cpu_tensor_check: cpu_tensor_check().map_err(|e| format!("{e:#}")),
         cuda_driver,
@@ -202,6 +209,7 @@ pub fn print(r: &Report) {
         },
     );
     row("built with", r.libtorch_features.join(", "));
+    row("c10d", r.c10d_backends.join(", "));
     row(
         "threads",
         format!(

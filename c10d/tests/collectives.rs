@@ -216,3 +216,25 @@ fn nobody_at_the_store_times_out() {
         "{err:#}"
     );
 }
+
+#[test]
+fn nccl_without_a_gpu_is_a_clear_error() {
+    if role().is_some() || tch::Cuda::is_available() {
+        return;
+    }
+    // a world of one: rank 0 serves the store itself, then the backend is created
+    let r = ProcessGroup::new(
+        "127.0.0.1",
+        free_port(),
+        0,
+        1,
+        Backend::Nccl,
+        Duration::from_secs(5),
+    );
+    let err = format!("{:#}", r.err().expect("NCCL needs a GPU"));
+    println!("has_nccl={}: {err}", c10d::has_nccl());
+    assert!(err.contains("joining the Nccl group"), "{err}");
+    if !c10d::has_nccl() {
+        assert!(err.contains("no NCCL support"), "{err}");
+    }
+}
