@@ -5,33 +5,12 @@
 
 mod common;
 use common::*;
-use converters::synth::{SynthSpec, generate};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn data(name: &str, classes: usize, per_class: usize) -> PathBuf {
-    let dir = scratch(name);
-    let spec = SynthSpec {
-        classes,
-        train_per_class: per_class,
-        val_per_class: 4,
-        mean_width: 80,
-        mean_height: 70,
-        ..SynthSpec::default()
-    };
-    generate(&dir.join("tree"), &spec).unwrap();
-    dinov2_ok(args![
-        "convert",
-        "imagenet",
-        "--root",
-        dir.join("tree"),
-        "--out",
-        dir.join("arrow"),
-        "--format",
-        "arrow"
-    ]);
-    dir
+    small_arrow_set(name, classes, per_class, 4)
 }
 
 fn os(v: Vec<String>) -> Vec<OsString> {

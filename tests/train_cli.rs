@@ -4,32 +4,11 @@
 
 mod common;
 use common::*;
-use converters::synth::{SynthSpec, generate};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn data() -> PathBuf {
-    let dir = scratch("train_cli");
-    let spec = SynthSpec {
-        classes: 6,
-        train_per_class: 40,
-        val_per_class: 8,
-        mean_width: 80,
-        mean_height: 70,
-        ..SynthSpec::default()
-    };
-    generate(&dir.join("tree"), &spec).unwrap();
-    dinov2_ok(args![
-        "convert",
-        "imagenet",
-        "--root",
-        dir.join("tree"),
-        "--out",
-        dir.join("arrow"),
-        "--format",
-        "arrow"
-    ]);
-    dir
+    small_arrow_set("train_cli", 6, 40, 8)
 }
 
 fn train_args(data: &Path, out: &Path, epochs: u32) -> Vec<std::ffi::OsString> {

@@ -89,3 +89,29 @@ pub fn read_sorted_safetensors(path: &Path) -> Vec<(String, tch::Tensor)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
+
+/// A scratch directory `name` holding a generated tree (`tree/`) of `classes` classes with
+/// `train`/`val` small images per class, converted to Arrow shards (`arrow/`).
+pub fn small_arrow_set(name: &str, classes: usize, train: usize, val: usize) -> PathBuf {
+    let dir = scratch(name);
+    let spec = converters::synth::SynthSpec {
+        classes,
+        train_per_class: train,
+        val_per_class: val,
+        mean_width: 80,
+        mean_height: 70,
+        ..converters::synth::SynthSpec::default()
+    };
+    converters::synth::generate(&dir.join("tree"), &spec).unwrap();
+    dinov2_ok(args![
+        "convert",
+        "imagenet",
+        "--root",
+        dir.join("tree"),
+        "--out",
+        dir.join("arrow"),
+        "--format",
+        "arrow"
+    ]);
+    dir
+}
