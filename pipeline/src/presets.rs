@@ -205,9 +205,13 @@ impl MultiCrop {
         solarize_p: f64,
         rng: &mut impl Rng,
     ) {
+        // The parameters are drawn in the reference's order; the colour operations then run
+        // fused (one or two passes over the crop instead of one per operation).
         if rng.random() < self.flip_p {
             hflip(crop);
         }
+        let mut ops = [ColorOp::Grayscale; 5];
+        let mut n = 0;
         if rng.random() < self.jitter_p {
             let (b, c, s, h) = self.jitter;
             let params = ColorJitter {
@@ -217,11 +221,13 @@ impl MultiCrop {
                 hue: h,
             }
             .sample(rng);
-            ColorJitter::apply(crop, &params);
+            n = params.ops((&mut ops[..4]).try_into().expect("four slots"));
         }
         if rng.random() < self.grayscale_p {
-            grayscale(crop);
+            ops[n] = ColorOp::Grayscale;
+            n += 1;
         }
+        apply_color_ops(crop, &ops[..n]);
         if blur_p > 0.0 && rng.random() < blur_p {
             let sigma = rng.uniform(0.1, 2.0);
             gaussian_blur(crop, 9, sigma);

@@ -11,8 +11,8 @@ mod resized_crop;
 
 pub use blur::{gaussian_blur, gaussian_kernel};
 pub use color::{
-    ColorJitter, JitterParams, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
-    grayscale, solarize,
+    ColorJitter, ColorOp, JitterParams, adjust_brightness, adjust_contrast, adjust_hue,
+    adjust_saturation, apply_color_ops, grayscale, solarize,
 };
 pub use fast_image_resize::Resizer;
 pub use flip::hflip;
