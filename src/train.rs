@@ -7,10 +7,9 @@ use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 use trainer::backbone::BackboneSpec;
 use trainer::config::{AmpLevel, Config, DeviceKind, ProbeProtocol, SchedulerName, Unit};
-use trainer::dist::{Dist, WorldInfo};
+use trainer::dist::Dist;
 use trainer::probe::classifiers::Protocol;
 use trainer::probe::{DataSpec, KnnSpec, ProbeSettings};
 use trainer::scaler::LossScaler;
@@ -187,9 +186,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     }
     let cfg = Config::open(&a.config, &a.overrides)?;
     let mut s = settings(&cfg, a.resume, a.device.as_deref())?;
-    let info = WorldInfo::from_env()?;
-    s.device = info.device_for(s.device);
-    let dist = Dist::join(info, s.device, dist_timeout()?)?;
+    let (dist, device) = Dist::from_env(s.device)?;
+    s.device = device;
     if dist.is_main() {
         std::fs::create_dir_all(&s.out_dir)
             .with_context(|| format!("creating {}", s.out_dir.display()))?;
@@ -224,19 +222,6 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The collective timeout of a data-parallel run: `DINOV2_DIST_TIMEOUT` seconds (set by
-/// `dinov2 launch --timeout`), else 10 minutes.
-pub fn dist_timeout() -> Result<Duration> {
-    match std::env::var("DINOV2_DIST_TIMEOUT") {
-        Ok(v) => Ok(Duration::from_secs_f64(
-            v.trim()
-                .parse::<f64>()
-                .with_context(|| format!("DINOV2_DIST_TIMEOUT={v:?} is not a number of seconds"))?,
-        )),
-        Err(_) => Ok(trainer::dist::DEFAULT_TIMEOUT),
-    }
-}
-
 /// A pretraining config (dinov2's keys): pretrain into `train.output_dir`.
 fn pretrain(a: TrainArgs) -> Result<ExitCode> {
     let mut cfg: SslConfig = trainer::config::load_yaml(&a.config, &a.overrides)?;
@@ -244,9 +229,7 @@ fn pretrain(a: TrainArgs) -> Result<ExitCode> {
         cfg.train.device = d.clone();
     }
     let out = cfg.train.output_dir.clone();
-    let info = WorldInfo::from_env()?;
-    let device = info.device_for(trainer::ssl::train::parse_device(&cfg.train.device)?);
-    let dist = Dist::join(info, device, dist_timeout()?)?;
+    let (dist, _) = Dist::from_env(trainer::ssl::train::parse_device(&cfg.train.device)?)?;
     let sched = trainer::ssl::train::schedules(&cfg, dist.world() as u64)?;
     cfg.optim.lr = sched.lr.base_value;
     if dist.is_main() {

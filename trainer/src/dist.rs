@@ -148,9 +148,25 @@ impl Dist {
         })
     }
 
-    /// From the environment (see the module docs).
-    pub fn from_env(device: Device) -> Result<Self> {
-        Self::join(WorldInfo::from_env()?, device, DEFAULT_TIMEOUT)
+    /// Joins the world the environment describes (see the module docs), with the timeout of
+    /// `DINOV2_DIST_TIMEOUT` (seconds, set by `dinov2 launch --timeout`; default 10 minutes).
+    /// Returns the process group and the device this rank trains on, given the configured one.
+    pub fn from_env(configured: Device) -> Result<(Self, Device)> {
+        let info = WorldInfo::from_env()?;
+        let device = info.device_for(configured);
+        let timeout = match std::env::var("DINOV2_DIST_TIMEOUT") {
+            Ok(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .with_context(|| {
+                    format!("DINOV2_DIST_TIMEOUT={v:?} is not a positive number of seconds")
+                })?,
+            Err(_) => DEFAULT_TIMEOUT,
+        };
+        Ok((Self::join(info, device, timeout)?, device))
     }
 
     pub fn rank(&self) -> usize {
