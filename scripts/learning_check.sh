@@ -2,10 +2,12 @@
 # The CPU learning check of DINOv2 pretraining (a few minutes on 2 cores):
 #  1. scikit-learn's digits (shipped in the package) as a 32 px class-per-folder tree;
 #  2. pretrain a tiny ViT on the training images (configs/digits_ssl_cpu.yaml), logging the
-#     teacher's per-image and batch-marginal entropy (collapse shows as ~0 marginal entropy,
-#     or as ln K per image together with a flat loss);
+#     teacher's per-image and batch-marginal entropy (collapse shows as both equal: ln K for
+#     uniform targets, ~0 for one prototype);
 #  3. k-NN (and a linear probe) on the frozen teacher backbone vs the same backbone at random
 #     initialisation, on the held-out images.
+# Exits non-zero unless k-NN (k=20) beats the random backbone by 10 points and the targets
+# keep at least 0.5 nats of information about the image.
 # Extra arguments are passed to the pretraining as -o overrides. Results: runs/learning_check/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,8 @@ import json, math, sys
 out = sys.argv[1]
 recs = [json.loads(l) for l in open(f"{out}/ssl/metrics.jsonl") if l.strip()]
 last = recs[-1]
-k = json.load(open(f"{out}/ssl/config.yaml".replace("config.yaml", "config.yaml"))) if False else None
+import re
+n_protos = int(re.search(r"head_n_prototypes: (\d+)", open(f"{out}/ssl/config.yaml").read()).group(1))
 def knn(name):
     return {r["k"]: r["top1"] for r in map(json.loads, open(f"{out}/{name}/dinov2_custom_linearprobe/metrics.jsonl")) if r.get("kind") == "knn"}
 def probe(name):
@@ -41,9 +44,21 @@ def probe(name):
     return max(r["top1"] for r in ev)
 p, r = knn("probe_pretrained"), knn("probe_random")
 print(f"pretraining: {last['iteration']} iterations, final loss {last['total_loss']:.4f}")
-print(f"teacher entropy per image {last['teacher_entropy']:.3f} nats, of the batch-mean target {last['teacher_marginal_entropy']:.3f} nats")
+h_img, h_marg = last["teacher_entropy"], last["teacher_marginal_entropy"]
+# Collapse to uniform: h_img = h_marg = ln K; to one prototype: h_img = h_marg = 0. The gap
+# h_marg - h_img is the information the targets carry about the image (at most ln batch).
+print(f"teacher DINO targets: entropy per image {h_img:.3f} nats, of the batch-mean target {h_marg:.3f} nats "
+      f"(ln K = {math.log(n_protos):.3f}); information about the image {h_marg - h_img:.3f} nats")
 print("| backbone | k-NN k=10 | k-NN k=20 | linear probe (best top-1) |")
 print("|---|---:|---:|---:|")
 print(f"| pretrained (teacher) | {p[10]*100:.1f} % | {p[20]*100:.1f} % | {probe('probe_pretrained')*100:.1f} % |")
 print(f"| random initialisation | {r[10]*100:.1f} % | {r[20]*100:.1f} % | {probe('probe_random')*100:.1f} % |")
+failed = []
+if p[20] < r[20] + 0.10:
+    failed.append(f"k-NN (k=20) {p[20]*100:.1f} % is not 10 points above the random backbone's {r[20]*100:.1f} %")
+if h_marg - h_img < 0.5 or h_img > math.log(n_protos) - 0.5:
+    failed.append("the teacher's targets collapsed (less than 0.5 nats from uniform or from image-independent)")
+if failed:
+    sys.exit("learning check FAILED: " + "; ".join(failed))
+print("learning check passed")
 PY

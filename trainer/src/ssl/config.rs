@@ -295,6 +295,74 @@ pub struct CropsSection {
     pub global_crops_size: u64,
     #[serde(default = "d_lsize")]
     pub local_crops_size: u64,
+    /// Ours: the photometric augmentation of the crops (default: what dinov2's
+    /// `DataAugmentationDINO` applies).
+    #[serde(default)]
+    pub augmentation: AugmentationSection,
+}
+
+/// Probabilities and strengths of the crops' photometric augmentation. The defaults are what
+/// the reference code applies (the blur probabilities after its `1 - p` bug: never on global
+/// crop 1, 0.9 on global crop 2, 0.5 on local crops); small images such as the digits of the
+/// learning check need gentler settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentationSection {
+    /// Gaussian blur (kernel 9, sigma U(0.1, 2)) probability of global crop 1, global crop 2
+    /// and each local crop.
+    pub blur_p: (f64, f64, f64),
+    /// Solarization probability of global crop 2.
+    pub solarize_p: f64,
+    /// Colour jitter probability of every crop.
+    pub jitter_p: f64,
+    /// Brightness, contrast, saturation and hue strengths of the colour jitter.
+    pub jitter: (f64, f64, f64, f64),
+    pub grayscale_p: f64,
+    pub flip_p: f64,
+}
+
+impl AugmentationSection {
+    /// Probabilities in [0, 1]; jitter strengths non-negative, hue at most 0.5 (torchvision's
+    /// bounds).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let (b1, b2, bl) = self.blur_p;
+        let probs = [
+            ("blur_p[0]", b1),
+            ("blur_p[1]", b2),
+            ("blur_p[2]", bl),
+            ("solarize_p", self.solarize_p),
+            ("jitter_p", self.jitter_p),
+            ("grayscale_p", self.grayscale_p),
+            ("flip_p", self.flip_p),
+        ];
+        for (key, p) in probs {
+            if !(0.0..=1.0).contains(&p) {
+                anyhow::bail!("crops.augmentation.{key} = {p}: expected a probability in [0, 1]");
+            }
+        }
+        let (b, c, s, h) = self.jitter;
+        if !(b >= 0.0 && c >= 0.0 && s >= 0.0 && (0.0..=0.5).contains(&h)) {
+            anyhow::bail!(
+                "crops.augmentation.jitter = [{b}, {c}, {s}, {h}]: expected brightness, contrast \
+                 and saturation >= 0 and hue in [0, 0.5]"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for AugmentationSection {
+    fn default() -> Self {
+        let m = pipeline::presets::MultiCrop::default();
+        Self {
+            blur_p: m.blur_p,
+            solarize_p: m.solarize_p,
+            jitter_p: m.jitter_p,
+            jitter: m.jitter,
+            grayscale_p: m.grayscale_p,
+            flip_p: m.flip_p,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -332,5 +400,33 @@ impl SslConfig {
         ["student", "teacher", "optim", "dino", "ibot", "crops"]
             .iter()
             .any(|k| doc.get(k).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn augmentation_defaults_to_the_reference_and_is_checked() {
+        let c: CropsSection = crate::config::from_yaml_as("{}").unwrap();
+        let m = pipeline::presets::MultiCrop::default();
+        assert_eq!(c.augmentation.blur_p, m.blur_p);
+        assert_eq!(c.augmentation.solarize_p, m.solarize_p);
+        c.augmentation.check().unwrap();
+
+        let c: CropsSection =
+            crate::config::from_yaml_as("augmentation: {blur_p: [0, 0, 0], solarize_p: 0}")
+                .unwrap();
+        assert_eq!(c.augmentation.blur_p, (0.0, 0.0, 0.0));
+        assert_eq!(c.augmentation.jitter, m.jitter);
+
+        let bad: CropsSection = crate::config::from_yaml_as("augmentation: {flip_p: 1.5}").unwrap();
+        let e = bad.augmentation.check().unwrap_err().to_string();
+        assert!(e.contains("crops.augmentation.flip_p"), "{e}");
+        let bad: CropsSection =
+            crate::config::from_yaml_as("augmentation: {jitter: [0.4, 0.4, 0.2, 0.7]}").unwrap();
+        assert!(bad.augmentation.check().is_err());
+        assert!(crate::config::from_yaml_as::<CropsSection>("augmentation: {blurp: 1}").is_err());
     }
 }

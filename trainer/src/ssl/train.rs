@@ -379,14 +379,20 @@ pub fn build_loader(
     (rank, world): (usize, usize),
     device: Device,
 ) -> Result<Loader> {
-    let cr = &c.crops;
+    let (cr, aug) = (&c.crops, &c.crops.augmentation);
+    aug.check()?;
     let preset = Preset::Dinov2(MultiCrop {
         global_size: cr.global_crops_size as usize,
         local_size: cr.local_crops_size as usize,
         global_scale: cr.global_crops_scale,
         local_scale: cr.local_crops_scale,
         local_crops: cr.local_crops_number as usize,
-        ..MultiCrop::default()
+        blur_p: aug.blur_p,
+        solarize_p: aug.solarize_p,
+        jitter_p: aug.jitter_p,
+        grayscale_p: aug.grayscale_p,
+        flip_p: aug.flip_p,
+        jitter: aug.jitter,
     });
     let batch = c.train.batch_size_per_gpu as usize;
     let workers = (c.train.num_workers as usize).clamp(
