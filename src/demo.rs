@@ -307,6 +307,12 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
                 format!("train.OFFICIAL_EPOCH_LENGTH={epoch_len}"),
                 format!("optim.epochs={}", a.iterations.div_ceil(epoch_len)),
                 format!("train.max_iterations={}", a.iterations),
+                // The learning check's recipe against collapse at this scale (README,
+                // "Pretraining: learning check").
+                "student.layerscale=1.0".into(),
+                "train.centering=sinkhorn_knopp".into(),
+                "teacher.warmup_teacher_temp=0.012".into(),
+                "teacher.teacher_temp=0.012".into(),
             ]));
             if ssl.join("checkpoints/latest.json").exists() {
                 args.push("--resume".into());
