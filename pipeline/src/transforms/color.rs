@@ -3,6 +3,7 @@
 //! ITU-R 601 luma for grayscale, and `ImageOps.solarize`.
 
 use super::RgbImage;
+use super::planes::{BLOCK, merge, split};
 use crate::rng::Rng;
 
 /// PIL's `L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16`.
@@ -50,33 +51,57 @@ enum BlockOp {
     Grayscale,
 }
 
-/// Pixels per de-interleaved block.
-const BLOCK: usize = 64;
-
 /// Applies `ops` in order, with the same pixels as applying each operation to the whole image
 /// in turn. The image is read and written once per pass, not once per operation: a pass
 /// de-interleaves blocks of pixels into planes, runs every operation on the block (the loops
-/// vectorise; AVX2 where the CPU has it) and writes it back. A contrast operation needs the
-/// mean luma of the image before it, so it starts a new pass; the previous pass sums the
-/// luma on the way.
+/// vectorise, for AVX2 or AVX-512 where the CPU has them; the hue shift has its own kernels)
+/// and writes it back. A contrast operation needs the mean luma of the image before it, so it
+/// starts a new pass; the previous pass sums the luma on the way.
 pub fn apply_color_ops(img: &mut RgbImage, ops: &[ColorOp]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        unsafe { apply_color_ops_avx2(img, ops) };
-        return;
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            if has!("avx512f") && has!("avx512bw") {
+                // SAFETY: the CPU has AVX2, FMA and AVX-512 F and BW.
+                unsafe { apply_color_ops_avx512(img, ops) };
+            } else {
+                // SAFETY: the CPU has AVX2 and FMA.
+                unsafe { apply_color_ops_avx2(img, ops) };
+            }
+            return;
+        }
     }
-    apply_color_ops_generic(img, ops);
+    apply_color_ops_generic(img, ops, Simd::None);
+}
+
+/// The instructions the colour pass may use (checked by the caller): `Avx2` means AVX2 and
+/// FMA, `Avx512` adds AVX-512 F and BW. They pick the hue kernel (all give the same bits) and
+/// the plane split/merge; `None` is plain code.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    None,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn apply_color_ops_avx2(img: &mut RgbImage, ops: &[ColorOp]) {
-    apply_color_ops_generic(img, ops)
+    apply_color_ops_generic(img, ops, Simd::Avx2)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
+unsafe fn apply_color_ops_avx512(img: &mut RgbImage, ops: &[ColorOp]) {
+    apply_color_ops_generic(img, ops, Simd::Avx512)
+}
+
+/// `simd`: the caller checked that the CPU has it.
 #[inline(always)]
-fn apply_color_ops_generic(img: &mut RgbImage, ops: &[ColorOp]) {
+fn apply_color_ops_generic(img: &mut RgbImage, ops: &[ColorOp], simd: Simd) {
     let pixels = (img.width * img.height).max(1) as f64;
     let mut luma_sum: Option<u64> = None;
     let mut i = 0;
@@ -90,7 +115,7 @@ fn apply_color_ops_generic(img: &mut RgbImage, ops: &[ColorOp]) {
         for op in &ops[i..j] {
             if n == pass.len() {
                 // More operations than one pass holds: run what we have.
-                color_pass(&mut img.data, &pass[..n], false);
+                color_pass(&mut img.data, &pass[..n], false, simd);
                 n = 0;
             }
             pass[n] = match *op {
@@ -99,7 +124,8 @@ fn apply_color_ops_generic(img: &mut RgbImage, ops: &[ColorOp]) {
                     degenerate: 0,
                 },
                 ColorOp::Contrast(f) => {
-                    let sum = luma_sum.unwrap_or_else(|| color_pass(&mut img.data, &[], true));
+                    let sum =
+                        luma_sum.unwrap_or_else(|| color_pass(&mut img.data, &[], true, simd));
                     BlockOp::Constant {
                         alpha: f as f32,
                         degenerate: (sum as f64 / pixels + 0.5) as u8,
@@ -111,7 +137,7 @@ fn apply_color_ops_generic(img: &mut RgbImage, ops: &[ColorOp]) {
             };
             n += 1;
         }
-        luma_sum = Some(color_pass(&mut img.data, &pass[..n], j < ops.len()));
+        luma_sum = Some(color_pass(&mut img.data, &pass[..n], j < ops.len(), simd));
         i = j;
     }
 }
@@ -119,7 +145,7 @@ fn apply_color_ops_generic(img: &mut RgbImage, ops: &[ColorOp]) {
 /// Runs `ops` over the image block by block; returns the luma sum of the result when
 /// `sum_luma` (else 0). With no operations the image is only read.
 #[inline(always)]
-fn color_pass(data: &mut [u8], ops: &[BlockOp], sum_luma: bool) -> u64 {
+fn color_pass(data: &mut [u8], ops: &[BlockOp], sum_luma: bool, simd: Simd) -> u64 {
     let mut r = [0u8; BLOCK];
     let mut g = [0u8; BLOCK];
     let mut b = [0u8; BLOCK];
@@ -132,11 +158,8 @@ fn color_pass(data: &mut [u8], ops: &[BlockOp], sum_luma: bool) -> u64 {
             g.fill(0);
             b.fill(0);
         }
-        for (j, p) in chunk.chunks_exact(3).enumerate() {
-            r[j] = p[0];
-            g[j] = p[1];
-            b[j] = p[2];
-        }
+        // SAFETY: `simd` is not `None` only where the CPU has AVX2 (so SSSE3).
+        unsafe { split(chunk, &mut r, &mut g, &mut b, simd != Simd::None) };
         for op in ops {
             match *op {
                 BlockOp::Constant { alpha, degenerate } => {
@@ -155,6 +178,19 @@ fn color_pass(data: &mut [u8], ops: &[BlockOp], sum_luma: bool) -> u64 {
                     }
                 }
                 BlockOp::Hue(shift) => {
+                    // SAFETY (both kernels): the CPU has what `simd` names.
+                    #[cfg(target_arch = "x86_64")]
+                    match simd {
+                        Simd::Avx512 => {
+                            unsafe { super::hue_avx512::hue_block(&mut r, &mut g, &mut b, shift) };
+                            continue;
+                        }
+                        Simd::Avx2 => {
+                            unsafe { super::hue_avx2::hue_block(&mut r, &mut g, &mut b, shift) };
+                            continue;
+                        }
+                        Simd::None => {}
+                    }
                     for j in 0..BLOCK {
                         let (h, s, v) = rgb_to_hsv_arith(r[j], g[j], b[j]);
                         (r[j], g[j], b[j]) = hsv_to_rgb_arith(h.wrapping_add(shift), s, v);
@@ -176,11 +212,8 @@ fn color_pass(data: &mut [u8], ops: &[BlockOp], sum_luma: bool) -> u64 {
             sum += s as u64;
         }
         if !ops.is_empty() {
-            for (j, p) in chunk.chunks_exact_mut(3).enumerate() {
-                p[0] = r[j];
-                p[1] = g[j];
-                p[2] = b[j];
-            }
+            // SAFETY: as for the split.
+            unsafe { merge(chunk, &r, &g, &b, simd != Simd::None) };
         }
     }
     sum
@@ -204,17 +237,19 @@ pub fn adjust_saturation(img: &mut RgbImage, factor: f64) {
 /// torchvision's PIL `adjust_hue`: RGB -> HSV (Pillow), H += int32(hue * 255) wrapping in
 /// uint8, HSV -> RGB (Pillow).
 ///
-/// Every pixel goes through the exact float/double operations of Pillow's `rgb2hsv_row` and
+/// The portable code runs the exact float/double operations of Pillow's `rgb2hsv_row` and
 /// `hsv2rgb`, written without branches (selects) so that the compiler vectorises them. IEEE
 /// arithmetic is the same in vector lanes, and nothing is fused into FMAs, so the result is
-/// Pillow's bit for bit (tested on every RGB value and every HSV triple).
+/// Pillow's bit for bit (tested on every RGB value and every HSV triple). On x86-64 with AVX2
+/// and FMA, float32 kernels (`hue_avx2.rs`, `hue_avx512.rs`) give the same bytes, also
+/// tested on every input.
 pub fn adjust_hue(img: &mut RgbImage, hue_factor: f64) {
     apply_color_ops(img, &[ColorOp::Hue(hue_factor)]);
 }
 
 /// Pillow's `rgb2hsv_row` for one pixel, branch-free.
 #[inline(always)]
-fn rgb_to_hsv_arith(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+pub(super) fn rgb_to_hsv_arith(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
     let (ri, gi, bi) = (r as i32, g as i32, b as i32);
     let maxc = ri.max(gi).max(bi);
     let minc = ri.min(gi).min(bi);
@@ -260,7 +295,7 @@ fn round_clip8(x: f64) -> i32 {
 
 /// Pillow's `hsv2rgb` for one pixel, branch-free.
 #[inline(always)]
-fn hsv_to_rgb_arith(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
+pub(super) fn hsv_to_rgb_arith(h: u8, s: u8, v: u8) -> (u8, u8, u8) {
     let hh = h as f32 as f64 * 6.0 * (1.0 / 255.0);
     let i = hh.floor();
     let f = (hh - i as f32 as f64) as f32;
@@ -646,8 +681,16 @@ mod tests {
             apply_color_ops(&mut ours, &ops);
             // The same code compiled without AVX2.
             let mut plain = src.clone();
-            apply_color_ops_generic(&mut plain, &ops);
+            apply_color_ops_generic(&mut plain, &ops, Simd::None);
             assert!(plain == ours, "{ops:?} on {w}x{h} (no AVX2)");
+            // The AVX2 kernels where the CPU would run the AVX-512 ones.
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                let mut avx2 = src.clone();
+                // SAFETY: the CPU has AVX2 and FMA.
+                unsafe { apply_color_ops_avx2(&mut avx2, &ops) };
+                assert!(avx2 == ours, "{ops:?} on {w}x{h} (AVX2)");
+            }
             let mut reference = src.clone();
             for op in &ops {
                 reference_op(&mut reference, *op);

@@ -4,7 +4,9 @@
 
 use super::RgbImage;
 use crate::rng::Rng;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images};
+use fast_image_resize::{
+    FilterType, IntoImageView, PixelType, ResizeAlg, ResizeOptions, Resizer, images,
+};
 
 /// A crop rectangle in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +105,8 @@ impl RandomResizedCrop {
 }
 
 /// `F.resized_crop` on a PIL image: crop `b`, then resize to `out_w` x `out_h`. Like PIL, the
-/// filter only sees the cropped pixels (edges are clamped at the crop, not at the image).
+/// filter only sees the cropped pixels (edges are clamped at the crop, not at the image): the
+/// resampler reads the crop through a view of the image, as if it had been copied out.
 pub fn resized_crop(
     img: &RgbImage,
     b: CropBox,
@@ -112,48 +115,61 @@ pub fn resized_crop(
     interpolation: Interpolation,
     resizer: &mut Resizer,
 ) -> RgbImage {
-    let whole = b.top == 0 && b.left == 0 && b.width == img.width && b.height == img.height;
-    let cropped;
-    let src = if whole {
-        img
-    } else {
-        cropped = crop(img, b);
-        &cropped
-    };
-    if (src.width, src.height) == (out_w, out_h) {
-        return src.clone();
+    if (b.width, b.height) == (out_w, out_h) {
+        return crop(img, b);
     }
+    let view = images::ImageRef::new(
+        img.width as u32,
+        img.height as u32,
+        &img.data,
+        PixelType::U8x3,
+    )
+    .expect("RgbImage buffers always match their size");
+    let src = images::CroppedImage::new(
+        &view,
+        b.left as u32,
+        b.top as u32,
+        b.width as u32,
+        b.height as u32,
+    )
+    .expect("the crop box lies inside the image");
     // Pillow resamples horizontally first, then vertically, clipping to uint8 in between;
     // fast_image_resize does the vertical pass first for u8 images. The clipping of the
     // intermediate (bicubic overshoot) makes the order visible, so run the passes separately
     // in Pillow's order.
-    let horizontal =
-        (src.width != out_w).then(|| resample(src, out_w, src.height, interpolation, resizer));
-    let mid = horizontal.as_ref().unwrap_or(src);
-    if mid.height == out_h {
-        return horizontal.unwrap_or_else(|| src.clone());
+    if b.width == out_w || b.height == out_h {
+        // One pass: the order question does not arise.
+        return resample(&src, out_w, out_h, interpolation, resizer);
     }
-    resample(mid, out_w, out_h, interpolation, resizer)
+    // The intermediate lives in a buffer each thread keeps (no allocation, no page faults).
+    thread_local! {
+        static MID: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    MID.with_borrow_mut(|buf| {
+        buf.resize(out_w * b.height * 3, 0);
+        let mut mid =
+            images::Image::from_slice_u8(out_w as u32, b.height as u32, buf, PixelType::U8x3)
+                .expect("the buffer has the intermediate's size");
+        let opts = ResizeOptions::new().resize_alg(interpolation.alg());
+        resizer
+            .resize(&src, &mut mid, &opts)
+            .expect("pixel types match");
+        resample(&mid, out_w, out_h, interpolation, resizer)
+    })
 }
 
+/// One pass: `src` to `w` x `h` (the caller makes sure that only one side changes).
 fn resample(
-    src: &RgbImage,
+    src: &impl IntoImageView,
     w: usize,
     h: usize,
     interpolation: Interpolation,
     resizer: &mut Resizer,
 ) -> RgbImage {
-    let view = images::ImageRef::new(
-        src.width as u32,
-        src.height as u32,
-        &src.data,
-        PixelType::U8x3,
-    )
-    .expect("RgbImage buffers always match their size");
     let mut dst = images::Image::new(w as u32, h as u32, PixelType::U8x3);
     let opts = ResizeOptions::new().resize_alg(interpolation.alg());
     resizer
-        .resize(&view, &mut dst, &opts)
+        .resize(src, &mut dst, &opts)
         .expect("pixel types match");
     RgbImage::from_raw(w, h, dst.into_vec())
 }
