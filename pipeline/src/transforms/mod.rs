@@ -5,6 +5,7 @@
 
 mod blur;
 mod color;
+mod convolution;
 mod flip;
 #[cfg(target_arch = "x86_64")]
 mod hue_avx2;
@@ -19,6 +20,7 @@ pub use color::{
     ColorJitter, ColorOp, JitterParams, adjust_brightness, adjust_contrast, adjust_hue,
     adjust_saturation, apply_color_ops, grayscale, solarize,
 };
+pub use convolution::{Kernels, resample_crop};
 pub use fast_image_resize::Resizer;
 pub use flip::hflip;
 pub use resize::{center_crop, center_crop_box, resize_shorter, resized_shorter_size};

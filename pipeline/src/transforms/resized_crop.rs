@@ -118,6 +118,25 @@ pub fn resized_crop(
     if (b.width, b.height) == (out_w, out_h) {
         return crop(img, b);
     }
+    // With AVX-512 our own kernels (same integer arithmetic, weights cached per thread).
+    if let Some(k) = super::Kernels::fast() {
+        return super::resample_crop(img, b, out_w, out_h, interpolation, k);
+    }
+    resized_crop_fir(img, b, out_w, out_h, interpolation, resizer)
+}
+
+/// `resized_crop` with fast_image_resize's passes (also the reference in the tests).
+pub(crate) fn resized_crop_fir(
+    img: &RgbImage,
+    b: CropBox,
+    out_w: usize,
+    out_h: usize,
+    interpolation: Interpolation,
+    resizer: &mut Resizer,
+) -> RgbImage {
+    if (b.width, b.height) == (out_w, out_h) {
+        return crop(img, b);
+    }
     let view = images::ImageRef::new(
         img.width as u32,
         img.height as u32,
