@@ -456,6 +456,9 @@ pub fn resample_crop(
         width: b.width,
         height: b.height,
     };
+    if (b.width, b.height) == (out_w, out_h) {
+        return super::resized_crop::crop(img, b);
+    }
     let mut out = RgbImage::new(out_w, out_h);
     if b.width == out_w {
         vertical(src, out_h, interpolation, &mut out.data, k);
@@ -465,11 +468,7 @@ pub fn resample_crop(
         horizontal(src, out_w, interpolation, &mut out.data, k);
         return out;
     }
-    thread_local! {
-        static MID: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    MID.with_borrow_mut(|buf| {
-        buf.resize(out_w * b.height * 3, 0);
+    super::resized_crop::with_intermediate(out_w * b.height * 3, |buf| {
         horizontal(src, out_w, interpolation, buf, k);
         let mid = View {
             data: buf,

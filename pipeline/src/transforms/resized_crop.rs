@@ -115,14 +115,23 @@ pub fn resized_crop(
     interpolation: Interpolation,
     resizer: &mut Resizer,
 ) -> RgbImage {
-    if (b.width, b.height) == (out_w, out_h) {
-        return crop(img, b);
-    }
     // With AVX-512 our own kernels (same integer arithmetic, weights cached per thread).
-    if let Some(k) = super::Kernels::fast() {
-        return super::resample_crop(img, b, out_w, out_h, interpolation, k);
+    match super::Kernels::fast() {
+        Some(k) => super::resample_crop(img, b, out_w, out_h, interpolation, k),
+        None => resized_crop_fir(img, b, out_w, out_h, interpolation, resizer),
     }
-    resized_crop_fir(img, b, out_w, out_h, interpolation, resizer)
+}
+
+/// Runs `f` on this thread's scratch buffer for the intermediate of a two-pass resize, sized
+/// `len` (kept between calls: no allocation, no page faults).
+pub(crate) fn with_intermediate<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    thread_local! {
+        static MID: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    MID.with_borrow_mut(|buf| {
+        buf.resize(len, 0);
+        f(buf)
+    })
 }
 
 /// `resized_crop` with fast_image_resize's passes (also the reference in the tests).
@@ -160,12 +169,7 @@ pub(crate) fn resized_crop_fir(
         // One pass: the order question does not arise.
         return resample(&src, out_w, out_h, interpolation, resizer);
     }
-    // The intermediate lives in a buffer each thread keeps (no allocation, no page faults).
-    thread_local! {
-        static MID: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    MID.with_borrow_mut(|buf| {
-        buf.resize(out_w * b.height * 3, 0);
+    with_intermediate(out_w * b.height * 3, |buf| {
         let mut mid =
             images::Image::from_slice_u8(out_w as u32, b.height as u32, buf, PixelType::U8x3)
                 .expect("the buffer has the intermediate's size");
