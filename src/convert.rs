@@ -84,9 +84,10 @@ pub struct CommonArgs {
     /// What to do with a file that cannot be stored: leave it out (listed in report.json) or stop.
     #[arg(long, value_enum, default_value = "skip")]
     on_error: OnErrorArg,
-    /// How JPEGs passed through untouched are checked: decode (entropy-decode every image at
-    /// 1/8 scale; finds truncated and corrupt files), structure (marker walk to the
-    /// end-of-image marker; finds truncated files, several times faster), none (header only).
+    /// How JPEGs passed through untouched are checked: decode (entropy-decode every image,
+    /// with libjpeg-turbo's verdict; finds truncated and corrupt files), structure (marker walk
+    /// to the end-of-image marker; finds truncated files, several times faster), none (header
+    /// only).
     #[arg(long, value_enum, default_value = "decode")]
     validate: ValidateArg,
     /// Print the summary as JSON.

@@ -3,6 +3,7 @@
 
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images};
 use pipeline::image_kind::{ImageKind, JpegColor, jpeg_header};
+use pipeline::jpeg_entropy::{self, Verdict};
 use turbojpeg::{Image, PixelFormat, Subsamp};
 
 /// Why a source file was left out. The `&'static str` is the stable reason counted in the
@@ -43,7 +44,7 @@ pub struct Prepared {
 /// How a JPEG that is passed through untouched is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Validate {
-    /// Entropy-decode the whole image (at 1/8 scale): finds truncation and corrupt data.
+    /// Entropy-decode the whole image (libjpeg-turbo's verdict): finds truncation and corrupt data.
     Decode,
     /// Walk the marker structure up to the end-of-image marker: finds truncation only.
     Structure,
@@ -68,6 +69,8 @@ pub struct Codec {
     max_side: Option<u32>,
     quality: i32,
     validate: Validate,
+    /// The entropy check's de-stuffed scan data, reused.
+    scan: Vec<u8>,
 }
 
 impl Codec {
@@ -78,6 +81,7 @@ impl Codec {
             max_side,
             quality: quality as i32,
             validate,
+            scan: Vec::new(),
         })
     }
 
@@ -147,9 +151,13 @@ impl Codec {
         self.max_side.is_some_and(|m| w.max(h) > m)
     }
 
-    /// Full entropy decode at 1/8 scale: catches truncated and corrupt scans at a fraction of
-    /// a full decode's cost (no full-size IDCT or colour conversion).
+    /// Entropy-decodes the whole image: catches truncated and corrupt scans. The fast check
+    /// (symbols only) accepts what libjpeg-turbo would; anything it is unsure of gets
+    /// libjpeg-turbo's 1/8-scale decode, whose verdict (warnings included) counts.
     pub fn validate_jpeg(&mut self, bytes: &[u8]) -> Result<(), Skip> {
+        if jpeg_entropy::check(bytes, &mut self.scan) == Verdict::Clean {
+            return Ok(());
+        }
         self.decoder
             .decode_at_least(bytes, 1, 1)
             .map(|_| ())

@@ -6,6 +6,7 @@ pub mod collate;
 pub mod dataset;
 pub mod decode;
 pub mod image_kind;
+pub mod jpeg_entropy;
 pub mod loader;
 pub mod masking;
 pub mod presets;
