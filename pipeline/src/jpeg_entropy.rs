@@ -160,6 +160,18 @@ impl<'a> Bits<'a> {
         Some(e)
     }
 
+    /// One AC symbol at coefficient `k`; whether the block goes on.
+    #[inline(always)]
+    fn ac_symbol(&mut self, ac: &Table, k: &mut u32) -> Option<bool> {
+        let advance = (self.symbol(ac, false)? >> 8) as u32;
+        if advance == 0 {
+            *k = 64; // end of block
+            return Some(false);
+        }
+        *k += advance;
+        Some(*k < 64)
+    }
+
     /// One block: the DC difference and the AC run/size symbols up to the end of the block.
     /// `None` for a bad code or a run past the 64th coefficient (which libjpeg-turbo ignores).
     #[inline(always)]
@@ -167,23 +179,13 @@ impl<'a> Bits<'a> {
         self.refill();
         self.symbol(dc, true)?;
         let mut k = 1u32;
+        // One refill per two symbols (at most 27 bits each).
         loop {
-            // One refill per two symbols (at most 27 bits each).
-            let advance = (self.symbol(ac, false)? >> 8) as u32;
-            if advance == 0 {
-                return Some(());
-            }
-            k += advance;
-            if k >= 64 {
+            if !self.ac_symbol(ac, &mut k)? {
                 break;
             }
             self.refill();
-            let advance = (self.symbol(ac, false)? >> 8) as u32;
-            if advance == 0 {
-                return Some(());
-            }
-            k += advance;
-            if k >= 64 {
+            if !self.ac_symbol(ac, &mut k)? {
                 break;
             }
         }
