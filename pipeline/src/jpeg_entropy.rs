@@ -21,7 +21,7 @@ pub enum Verdict {
 
 /// Bits looked up at once; longer codes take the canonical (slow) path.
 const LOOKAHEAD: u32 = 10;
-/// Zero bytes after the data: an MCU (at most 10 blocks of at most 64 symbols of at most 31
+/// Zero bytes after the data: an MCU (at most 10 blocks of at most 64 symbols of at most 27
 /// bits) is decoded before the next overrun check.
 const PAD: usize = 4096;
 
@@ -318,8 +318,8 @@ fn check_inner(b: &[u8], scratch: &mut Vec<u8>) -> Option<()> {
                 {
                     return None;
                 }
-                let tables = scan_tables(seg, comps, &dc, &ac, &quant)?;
-                let end = entropy(b, pos, (*w, *h), comps, &tables, restart_interval, scratch)?;
+                let (blocks, mcus) = scan_layout(seg, (*w, *h), comps, &dc, &ac, &quant)?;
+                let end = entropy(b, pos, &blocks, mcus, restart_interval, scratch)?;
                 // The scan must end at the end-of-image marker.
                 return (b.get(end..end + 2)? == [0xFF, 0xD9]).then_some(());
             }
@@ -343,15 +343,19 @@ fn icc_ok(markers: &[(u8, u8, usize)]) -> bool {
     (1..=total as usize).all(|s| seen[s]) && markers.iter().any(|m| m.2 > 0)
 }
 
-/// The (DC, AC) tables of each block of an MCU, from the SOS header; `None` unless the scan
-/// is the one baseline scan of all components, in frame order, with everything defined.
-fn scan_tables<'t>(
+/// The (DC, AC) tables of each block of an MCU, and the number of MCUs.
+type Layout<'t> = (Vec<(&'t Table, &'t Table)>, u64);
+
+/// The scan's [`Layout`] from the SOS header; `None` unless the scan is the one baseline scan
+/// of all components, in frame order, with everything defined.
+fn scan_layout<'t>(
     seg: &[u8],
+    (w, h): (u32, u32),
     comps: &[Component],
     dc: &'t [Option<Table>; 4],
     ac: &'t [Option<Table>; 4],
     quant: &[bool; 4],
-) -> Option<Vec<(&'t Table, &'t Table)>> {
+) -> Option<Layout<'t>> {
     let n = *seg.first()? as usize;
     if n != comps.len() || seg.len() != 4 + 2 * n || seg[1 + 2 * n..] != [0, 63, 0] {
         return None;
@@ -391,7 +395,14 @@ fn scan_tables<'t>(
         let per_mcu = if n == 1 { 1 } else { c.h * c.v };
         blocks.extend(std::iter::repeat_n(tables, per_mcu as usize));
     }
-    (blocks.len() <= 10).then_some(blocks)
+    let mcus = if n == 1 {
+        let c = &comps[0];
+        let (cw, ch) = ((w * c.h).div_ceil(hmax), (h * c.v).div_ceil(vmax));
+        cw.div_ceil(8) as u64 * ch.div_ceil(8) as u64
+    } else {
+        w.div_ceil(8 * hmax) as u64 * h.div_ceil(8 * vmax) as u64
+    };
+    (blocks.len() <= 10).then_some((blocks, mcus))
 }
 
 /// Decodes the scan's entropy-coded data starting at `pos`; returns where the marker after it
@@ -400,23 +411,11 @@ fn scan_tables<'t>(
 fn entropy(
     b: &[u8],
     mut pos: usize,
-    (w, h): (u32, u32),
-    comps: &[Component],
     blocks: &[(&Table, &Table)],
+    mcus: u64,
     restart_interval: u32,
     scratch: &mut Vec<u8>,
 ) -> Option<usize> {
-    let (hmax, vmax) = (
-        comps.iter().map(|c| c.h).max()?,
-        comps.iter().map(|c| c.v).max()?,
-    );
-    let mcus = if comps.len() == 1 {
-        let c = &comps[0];
-        let (cw, ch) = ((w * c.h).div_ceil(hmax), (h * c.v).div_ceil(vmax));
-        cw.div_ceil(8) as u64 * ch.div_ceil(8) as u64
-    } else {
-        w.div_ceil(8 * hmax) as u64 * h.div_ceil(8 * vmax) as u64
-    };
     let interval = if restart_interval == 0 {
         mcus
     } else {
