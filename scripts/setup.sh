@@ -43,7 +43,8 @@ command -v cargo >/dev/null || { say "cargo not found: install the Rust toolchai
 #              torch install (cuDNN, cuBLAS, NCCL, ... ~2.8 GB).
 #   reference  (--with-reference, used by the tests) the Python side of the parity tests. Python's
 #              `import torch` loads libtorch_python.so, which links libtorch_cuda.so and so needs the
-#              whole nvidia-* set even on CPU; it is added here, then the pinned reference packages.
+#              whole nvidia-* set even on CPU; it is added here (without triton, see
+#              python/requirements-torch-libs.txt), then the pinned reference packages.
 with_ref=0
 for a in "$@"; do
   case "$a" in --with-reference) with_ref=1;; *) say "unknown option $a"; exit 2;; esac
@@ -55,7 +56,8 @@ fi
 case "$mode" in cpu|cuda) ;; *) say "DINOV2_TORCH must be cpu or cuda, not '$mode'"; exit 1;; esac
 
 venv="$root/.venv"
-pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+# --no-cache-dir: the wheels (~3 GB with the CUDA libraries) are not kept a second time in ~/.cache.
+pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-cache-dir -q)
 [ -x "$venv/bin/python" ] || { say "creating $venv"; python3 -m venv "$venv"; }
 layer() { # layer NAME HASH-INPUT...: true when the layer's stamp is stale
   local want; want="$(cat "${@:2}" | sha256sum | cut -c1-16) $mode"
@@ -73,9 +75,11 @@ if layer core python/requirements-torch-cpu.txt; then
   fi
   done_layer core
 fi
-if [ "$with_ref" = 1 ] && layer reference python/requirements.txt python/requirements-torch.txt; then
+if [ "$with_ref" = 1 ] && layer reference python/requirements.txt python/requirements-torch.txt \
+    python/requirements-torch-libs.txt; then
   say "installing the Python reference packages for the tests"
-  "${pip[@]}" install torch==2.13.0 # on a CPU-only core this adds the nvidia-* libraries
+  # on a CPU-only core this adds the nvidia-* libraries `import torch` loads (no triton)
+  [ "$mode" = cuda ] || "${pip[@]}" install -r python/requirements-torch-libs.txt
   "${pip[@]}" install -r python/requirements.txt
   "${pip[@]}" install --no-deps -r python/requirements-torch.txt
   "$venv/bin/python" -c "import torch, torchvision, timm, numpy, lmdb, pyarrow, safetensors; print('[setup] python torch', torch.__version__)" >&2
