@@ -21,7 +21,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use trainer::metrics::{MetricsWriter, read_metrics};
-use trainer::summary::markdown_table;
+use trainer::summary::{CURVES_FILE, SUMMARY_FILE, markdown_table};
 
 /// The demo's pretraining and probe configs (the files in `configs/`), built in so that the
 /// demo runs from any directory.
@@ -289,7 +289,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     let probe_cfg = configs.join("tiny_lp_cpu.yaml");
     pipeline::atomic::write_atomic(&ssl_cfg, SSL_CONFIG.as_bytes())?;
     pipeline::atomic::write_atomic(&probe_cfg, PROBE_CONFIG.as_bytes())?;
-    let ssl = out.join("pretrain");
+    let ssl = pretrain_dir(out);
     let epoch_len = 20u64;
     let pre = stage(
         out,
@@ -330,7 +330,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
                 "iterations": last["iteration"], "first_loss": first["total_loss"], "last_loss": last["total_loss"],
                 "teacher_entropy": last["teacher_entropy"], "teacher_marginal_entropy": last["teacher_marginal_entropy"],
                 "images_per_s": last["images_per_s"], "teacher": ssl.join("teacher_backbone.safetensors"),
-                "curves": ssl.join("curves.png"),
+                "curves": ssl.join(CURVES_FILE),
             }))
         },
     )?;
@@ -341,7 +341,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
         ("pretrained", Some(ssl.join("teacher_backbone.safetensors"))),
         ("random", None),
     ] {
-        let dir = out.join(format!("probe-{name}"));
+        let dir = probe_dir(out, name);
         let v = stage(
             out,
             &format!("probe-{name}"),
@@ -369,7 +369,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
                 if let Some(w) = &weights {
                     o.push(format!("Global.pretrained_model={}", w.display()));
                 }
-                let run_dir = dir.join("dinov2_custom_linearprobe");
+                let run_dir = probe_run_dir(out, name);
                 let mut args = os([
                     "train".into(),
                     "-c".into(),
@@ -393,7 +393,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
                     .collect();
                 Ok(json!({
                     "backbone": name, "best_top1": best, "knn": knn,
-                    "summary": run_dir.join("summary.md"), "curves": run_dir.join("curves.png"),
+                    "summary": run_dir.join(SUMMARY_FILE), "curves": run_dir.join(CURVES_FILE),
                 }))
             },
         )?;
@@ -401,9 +401,75 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     }
 
     // 6. summary and plots
+    let all = json!({
+        "doctor": report, "matmul": matmul, "tree": tree_info, "conversions": conversions,
+        "data": benches, "pretraining": pre, "probes": probes,
+    });
+    let summary_json = out.join(SUMMARY_JSON);
+    let written = write_outputs(out, &all)?;
+    pipeline::atomic::write_atomic(&summary_json, &serde_json::to_vec_pretty(&all)?)?;
+    println!("\n{}", written.markdown);
+    println!("finished in {:.0} s", t_all.elapsed().as_secs_f64());
+    written.print_paths(out);
+    println!("all results:     {}", summary_json.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's results file: every stage's figures, written when the last stage is done.
+const SUMMARY_JSON: &str = "summary.json";
+
+/// The pretraining run of the demo in `out`.
+fn pretrain_dir(out: &Path) -> PathBuf {
+    out.join("pretrain")
+}
+
+/// The linear-probe run (its `Global.output_dir`) of the demo's `name` backbone.
+fn probe_dir(out: &Path, name: &str) -> PathBuf {
+    out.join(format!("probe-{name}"))
+}
+
+/// The run directory the probe writes under its `Global.output_dir` (`Model.name` of
+/// `configs/tiny_lp_cpu.yaml`).
+fn probe_run_dir(out: &Path, name: &str) -> PathBuf {
+    probe_dir(out, name).join("dinov2_custom_linearprobe")
+}
+
+/// Whether `dir` is the output folder of `dinov2 demo` (finished or not).
+pub fn is_demo_dir(dir: &Path) -> bool {
+    dir.join("stages").is_dir() && dir.join("stages").join("tree.json").is_file()
+}
+
+/// What [`write_outputs`] wrote.
+struct Outputs {
+    markdown: String,
+    summary_md: PathBuf,
+    pngs: Vec<PathBuf>,
+}
+
+impl Outputs {
+    fn print_paths(&self, out: &Path) {
+        println!("summary:         {}", self.summary_md.display());
+        for (i, png) in self.pngs.iter().enumerate() {
+            let label = if i == 0 { "plots:" } else { "" };
+            println!("{label:<16} {}", png.display());
+        }
+        println!(
+            "teacher weights: {}",
+            pretrain_dir(out)
+                .join("teacher_backbone.safetensors")
+                .display()
+        );
+    }
+}
+
+/// `summary.md` and the demo's own plots from its results (`summary.json`'s layout); the
+/// runs' plots are listed with them.
+fn write_outputs(out: &Path, all: &Value) -> Result<Outputs> {
+    let empty = Vec::new();
+    let list = |k: &str| all[k].as_array().unwrap_or(&empty);
     let throughput_png = out.join("data_throughput.png");
     let mut bars = Vec::new();
-    for b in &benches {
+    for b in list("data") {
         let p = b["preset"].as_str().unwrap_or("?").to_string();
         for (k, label) in [
             ("read_ms", "read"),
@@ -424,7 +490,7 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
         &probe_png,
         "linear probe and k-NN top-1 (%)",
         "top-1 %",
-        &probes
+        &list("probes")
             .iter()
             .flat_map(|p| {
                 let name = p["backbone"].as_str().unwrap_or("?").to_string();
@@ -436,31 +502,56 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
             })
             .collect::<Vec<_>>(),
     )?;
-    let md = summary_markdown(&tree_info, &conversions, &benches, &pre, &probes, &matmul);
-    let summary_path = out.join("summary.md");
-    pipeline::atomic::write_atomic(&summary_path, md.as_bytes())?;
-    let summary_json = out.join("summary.json");
-    pipeline::atomic::write_atomic(
-        &summary_json,
-        &serde_json::to_vec_pretty(&json!({
-            "doctor": report, "matmul": matmul, "tree": tree_info, "conversions": conversions,
-            "data": benches, "pretraining": pre, "probes": probes,
-        }))?,
-    )?;
-    println!("\n{md}");
-    println!("finished in {:.0} s", t_all.elapsed().as_secs_f64());
-    println!("summary:         {}", summary_path.display());
-    println!("plots:           {}", throughput_png.display());
-    println!("                 {}", probe_png.display());
-    println!("                 {}", ssl.join("curves.png").display());
-    for p in &probes {
-        println!("                 {}", p["curves"].as_str().unwrap_or(""));
+    let markdown = summary_markdown(all);
+    let summary_md = out.join("summary.md");
+    pipeline::atomic::write_atomic(&summary_md, markdown.as_bytes())?;
+    let mut pngs = vec![
+        throughput_png,
+        probe_png,
+        pretrain_dir(out).join(CURVES_FILE),
+    ];
+    for p in list("probes") {
+        if let Some(name) = p["backbone"].as_str() {
+            pngs.push(probe_run_dir(out, name).join(CURVES_FILE));
+        }
     }
-    println!(
-        "teacher weights: {}",
-        ssl.join("teacher_backbone.safetensors").display()
+    Ok(Outputs {
+        markdown,
+        summary_md,
+        pngs,
+    })
+}
+
+/// `dinov2 report DIR` on a demo folder: the pretraining and probe runs' reports from their
+/// metrics, then the demo's summary and plots from `summary.json`.
+pub fn report(out: &Path) -> Result<ExitCode> {
+    let summary_json = out.join(SUMMARY_JSON);
+    let bytes = match std::fs::read(&summary_json) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} is the folder of a `dinov2 demo` that has not finished (no {SUMMARY_JSON}): \
+             `dinov2 demo --out {}` resumes it",
+            out.display(),
+            out.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", summary_json.display())),
+    };
+    let all: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not the demo's JSON", summary_json.display()))?;
+    ensure!(
+        all["probes"].is_array() && all["pretraining"].is_object(),
+        "{} is not a `dinov2 demo` results file (no \"probes\" / \"pretraining\")",
+        summary_json.display()
     );
-    println!("all results:     {}", summary_json.display());
+    trainer::ssl::report::render(&pretrain_dir(out))?;
+    for p in all["probes"].as_array().into_iter().flatten() {
+        if let Some(name) = p["backbone"].as_str() {
+            trainer::summary::run_report(&probe_run_dir(out, name))?;
+        }
+    }
+    let written = write_outputs(out, &all)?;
+    println!("{}", written.markdown);
+    written.print_paths(out);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -481,14 +572,11 @@ fn tree_size(dir: &Path) -> Result<(u64, u64)> {
     Ok((n, bytes))
 }
 
-fn summary_markdown(
-    tree: &Value,
-    conversions: &[Value],
-    benches: &[Value],
-    pre: &Value,
-    probes: &[Value],
-    matmul: &[MatmulResult],
-) -> String {
+fn summary_markdown(all: &Value) -> String {
+    let empty = Vec::new();
+    let list = |k: &str| all[k].as_array().unwrap_or(&empty);
+    let (tree, pre) = (&all["tree"], &all["pretraining"]);
+    let (conversions, benches, probes) = (list("conversions"), list("data"), list("probes"));
     let n = |v: &Value, d: usize| match v.as_f64() {
         Some(x) => format!("{x:.d$}"),
         None => "–".into(),
@@ -502,14 +590,14 @@ fn summary_markdown(
     s += "## Device check\n\n";
     s += &markdown_table(
         &["device", "fp32 matmul", "ms", "GFLOP/s"],
-        &matmul
+        &list("matmul")
             .iter()
             .map(|m| {
                 vec![
-                    m.device.clone(),
-                    format!("{0}x{0}", m.size),
-                    format!("{:.2}", m.median_ms),
-                    format!("{:.1}", m.gflops),
+                    m["device"].as_str().unwrap_or("?").into(),
+                    format!("{0}x{0}", m["size"]),
+                    n(&m["median_ms"], 2),
+                    n(&m["gflops"], 1),
                 ]
             })
             .collect::<Vec<_>>(),

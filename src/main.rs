@@ -10,6 +10,7 @@ mod doctor;
 mod feature_file;
 mod features;
 mod launch;
+mod report;
 mod shards;
 mod train;
 
@@ -65,9 +66,11 @@ enum Command {
     /// node with torchrun's environment, c10d (Gloo on CPU, NCCL on GPU) between them. If a
     /// process fails, the others are stopped and the launcher exits non-zero naming its rank.
     Launch(launch::LaunchArgs),
-    /// Re-render a run's summary.md and curves.png from its metrics.jsonl.
+    /// Re-render a run's summary.md and plots from its metrics: a linear-probe run, a
+    /// pretraining run or a `dinov2 demo` folder.
     Report {
-        /// The run directory (Global.output_dir/Model.name).
+        /// The run directory (a probe's Global.output_dir/Model.name, a pretraining's
+        /// train.output_dir, or the demo's --out).
         run_dir: PathBuf,
     },
 }
@@ -97,17 +100,7 @@ fn main() -> ExitCode {
             model::runtime::init();
             bench::run(c)
         }
-        Command::Report { run_dir } => trainer::summary::run_report(&run_dir).map(|r| {
-            if let Ok(md) = std::fs::read_to_string(&r.summary_md) {
-                println!("{md}");
-            }
-            println!(
-                "summary: {}\nplot:    {}",
-                r.summary_md.display(),
-                r.plot_png.display()
-            );
-            ExitCode::SUCCESS
-        }),
+        Command::Report { run_dir } => report::run(&run_dir),
         Command::Train(a) => {
             model::runtime::init();
             train::run(a)

@@ -240,7 +240,10 @@ fn pretrain(a: TrainArgs) -> Result<ExitCode> {
     if !dist.is_main() {
         return Ok(ExitCode::SUCCESS);
     }
-    let plot = trainer::ssl::report::render(&out)?;
+    let report = trainer::ssl::report::render(&out)?;
+    if let Ok(md) = std::fs::read_to_string(&report.summary_md) {
+        println!("{md}");
+    }
     println!(
         "{} iterations; last loss {:.4} (dino local {:.4}, dino global {:.4}, koleo {:.4}, ibot {:.4})",
         o.iterations,
@@ -251,6 +254,7 @@ fn pretrain(a: TrainArgs) -> Result<ExitCode> {
         o.last.ibot_loss
     );
     println!("teacher backbone: {}", o.teacher_backbone.display());
-    println!("plot:             {}", plot.display());
+    println!("summary:          {}", report.summary_md.display());
+    println!("plot:             {}", report.plot_png.display());
     Ok(ExitCode::SUCCESS)
 }

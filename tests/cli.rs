@@ -109,6 +109,54 @@ fn demo_runs_the_main_job_end_to_end_and_resumes() {
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("done in an earlier run").count(), 8, "{err}");
+
+    // `report` on the demo folder re-renders the same summary and every plot
+    let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    let pngs = [
+        "data_throughput.png",
+        "probe_accuracy.png",
+        "pretrain/curves.png",
+        "probe-pretrained/dinov2_custom_linearprobe/curves.png",
+        "probe-random/dinov2_custom_linearprobe/curves.png",
+    ];
+    for f in pngs {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    let out = output(dinov2().arg("report").arg(&dir));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("summary.md")).unwrap(),
+        summary
+    );
+    for f in pngs {
+        assert!(dir.join(f).is_file(), "{f} not re-rendered");
+        assert!(
+            text.contains(&dir.join(f).display().to_string()),
+            "{f} not listed:\n{text}"
+        );
+    }
+    // the pretraining run has its own summary, from the run and again from `report`
+    let pre = std::fs::read_to_string(dir.join("pretrain/summary.md")).unwrap();
+    assert!(pre.contains("# Pretraining summary: pretrain"), "{pre}");
+    assert!(pre.contains("| last iteration "), "{pre}");
+    let out = output(dinov2().arg("report").arg(dir.join("pretrain")));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ln 256 = 5.545 for uniform targets"));
+    // an unfinished demo is named as such, and nothing is overwritten
+    std::fs::remove_file(dir.join("summary.json")).unwrap();
+    let out = output(dinov2().arg("report").arg(&dir));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`dinov2 demo` that has not finished"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("summary.md")).unwrap(),
+        summary
+    );
 }
 
 #[test]

@@ -244,11 +244,13 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
             (y_lo / 2.0, y_hi * 2.0)
         };
         let legend = legend_corner(&series, &x, &(lo.log10()..hi.log10()), f64::log10);
-        draw_lines(area, panel, &series, x, (lo..hi).log_scale(), legend)
+        let spans = (x.end - x.start, 0.0);
+        draw_lines(area, panel, &series, x, (lo..hi).log_scale(), spans, legend)
     } else {
         let y = padded(y_lo, y_hi, 0.05);
         let legend = legend_corner(&series, &x, &y, |v| v);
-        draw_lines(area, panel, &series, x, y, legend)
+        let spans = (x.end - x.start, y.end - y.start);
+        draw_lines(area, panel, &series, x, y, spans, legend)
     }
 }
 
@@ -294,6 +296,7 @@ fn draw_lines<DB, Y>(
     series: &[(&str, Vec<(f64, f64)>)],
     x: Range<f64>,
     y: Y,
+    (x_span, y_span): (f64, f64),
     legend: SeriesLabelPosition,
 ) -> Result<()>
 where
@@ -314,8 +317,8 @@ where
         .y_desc(&panel.y_label)
         .x_labels(7)
         .y_labels(6)
-        .x_label_formatter(&|v| format_value(*v))
-        .y_label_formatter(&|v| format_value(*v))
+        .x_label_formatter(&|v| tick_label(*v, x_span))
+        .y_label_formatter(&|v| tick_label(*v, y_span))
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 15))
         .light_line_style(RGBColor(235, 235, 235))
@@ -359,6 +362,16 @@ fn no_data<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> Result<()> {
         .pos(Pos::new(HPos::Center, VPos::Center));
     area.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), style))
         .map_err(draw_err)
+}
+
+/// An axis tick's label: a tick within a billionth of the axis span of zero is zero (tick
+/// positions carry rounding error: a learning-rate axis ending at 0 showed "2.7e-20").
+/// `span` 0 (log axes) keeps every value as it is.
+fn tick_label(v: f64, span: f64) -> String {
+    if v.abs() < span * 1e-9 {
+        return "0".to_string();
+    }
+    format_value(v)
 }
 
 /// A compact rendering of a value for labels and tables.
@@ -448,6 +461,14 @@ mod tests {
         let clean = clean_series(&panel);
         assert_eq!(clean.len(), 1);
         assert_eq!(clean[0].1, vec![(0.0, 1.0)]);
+    }
+
+    #[test]
+    fn ticks_next_to_zero_read_zero() {
+        assert_eq!(tick_label(2.7e-20, 1e-3), "0");
+        assert_eq!(tick_label(-1e-15, 2.0), "0");
+        assert_eq!(tick_label(1e-5, 1e-3), "1.000e-5");
+        assert_eq!(tick_label(2.7e-20, 0.0), "2.700e-20");
     }
 
     #[test]

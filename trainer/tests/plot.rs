@@ -219,3 +219,78 @@ fn run_report_without_metrics_names_the_file() {
     decode(&report.plot_png);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn pretraining_report_has_key_figures_course_and_eight_panels() {
+    let dir = temp_dir("pretrain");
+    let mut lines = Vec::new();
+    for it in (5..=200u64).step_by(5) {
+        let x = it as f64;
+        lines.push(format!(
+            r#"{{"kind":"pretrain","iteration":{it},"epoch":{},"total_loss":{},"dino_local_crops_loss":{},"dino_global_crops_loss":1.5,"koleo_loss":0.01,"ibot_loss":0.9,"lr":{},"last_layer_lr":{},"wd":0.04,"mom":0.996,"teacher_temp":0.04,"teacher_entropy":{},"teacher_marginal_entropy":5.4,"images_per_s":500.0,"world_size":2}}"#,
+            it / 20,
+            10.0 - x / 40.0,
+            4.0 - x / 100.0,
+            1e-3 * (1.0 - x / 200.0),
+            1e-3 * (1.0 - x / 200.0),
+            3.0 - x / 400.0
+        ));
+    }
+    lines.push(r#"{"kind":"checkpoint","iteration":200}"#.into());
+    let text = lines.join("\n") + "\n{\"kind\":\"pretrain\",\"itera";
+    std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
+    std::fs::write(
+        dir.join("config.yaml"),
+        "dino:\n  head_n_prototypes: 1024\ntrain:\n  batch_size_per_gpu: 8\n",
+    )
+    .unwrap();
+    assert!(trainer::ssl::report::is_pretraining_run(&dir));
+
+    let report = trainer::ssl::report::render(&dir).unwrap();
+    assert_eq!(report.records, 40);
+    assert_eq!(report.last_iteration, Some(200));
+    let md = std::fs::read_to_string(&report.summary_md).unwrap();
+    assert!(md.contains("40 pretraining records"), "{md}");
+    assert!(
+        md.contains("| last iteration                    |   200 | epoch 10"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| first total loss                  | 9.875 | iteration 5 "),
+        "{md}"
+    );
+    assert!(
+        md.contains("| lowest total loss                 |     5 | iteration 200"),
+        "{md}"
+    );
+    assert!(md.contains("ln 1024 = 6.931 for uniform targets"), "{md}");
+    assert!(md.contains("40 records, 2 process(es)"), "{md}");
+    // The course table: a header and 11 evenly spaced rows, the first and the last included.
+    let course = md.split("## Course of the run").nth(1).unwrap();
+    assert_eq!(
+        course.lines().filter(|l| l.starts_with("| ")).count(),
+        13,
+        "{md}"
+    );
+    assert!(course.contains("|         5 |"), "{md}");
+    assert!(course.contains("|       200 |     5 |"), "{md}");
+    let img = decode(&report.plot_png);
+    assert_eq!(img.dimensions(), plot::canvas_size(8));
+    assert!(
+        leftovers(
+            &dir,
+            &["metrics.jsonl", "config.yaml", "summary.md", "curves.png"]
+        )
+        .is_empty()
+    );
+
+    // Before its first record a pretraining run is still told from a probe run by its config.
+    std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+    assert!(trainer::ssl::report::is_pretraining_run(&dir));
+    let md =
+        std::fs::read_to_string(trainer::ssl::report::render(&dir).unwrap().summary_md).unwrap();
+    assert!(md.contains("No pretraining records."), "{md}");
+    std::fs::write(dir.join("config.yaml"), "Global:\n  epochs: 1\n").unwrap();
+    assert!(!trainer::ssl::report::is_pretraining_run(&dir));
+    std::fs::remove_dir_all(dir).unwrap();
+}
