@@ -78,10 +78,12 @@ fi
 if [ "$with_ref" = 1 ] && layer reference python/requirements.txt python/requirements-torch.txt \
     python/requirements-torch-libs.txt; then
   say "installing the Python reference packages for the tests"
+  # --no-warn-conflicts: on a CPU machine torch's triton is left out on purpose (pip would print
+  # an ERROR about it); the import below checks that what the tests use loads.
+  "${pip[@]}" install --no-warn-conflicts -r python/requirements.txt
   # on a CPU-only core this adds the nvidia-* libraries `import torch` loads (no triton)
-  [ "$mode" = cuda ] || "${pip[@]}" install -r python/requirements-torch-libs.txt
-  "${pip[@]}" install -r python/requirements.txt
-  "${pip[@]}" install --no-deps -r python/requirements-torch.txt
+  [ "$mode" = cuda ] || "${pip[@]}" install --no-warn-conflicts -r python/requirements-torch-libs.txt
+  "${pip[@]}" install --no-warn-conflicts --no-deps -r python/requirements-torch.txt
   "$venv/bin/python" -c "import torch, torchvision, timm, numpy, lmdb, pyarrow, safetensors; print('[setup] python torch', torch.__version__)" >&2
   done_layer reference
 fi
