@@ -436,7 +436,7 @@ fn probe_run_dir(out: &Path, name: &str) -> PathBuf {
 
 /// Whether `dir` is the output folder of `dinov2 demo` (finished or not).
 pub fn is_demo_dir(dir: &Path) -> bool {
-    dir.join("stages").is_dir() && dir.join("stages").join("tree.json").is_file()
+    dir.join("stages").join("tree.json").is_file()
 }
 
 /// What [`write_outputs`] wrote.
@@ -503,7 +503,7 @@ fn write_outputs(out: &Path, all: &Value) -> Result<Outputs> {
             .collect::<Vec<_>>(),
     )?;
     let markdown = summary_markdown(all);
-    let summary_md = out.join("summary.md");
+    let summary_md = out.join(SUMMARY_FILE);
     pipeline::atomic::write_atomic(&summary_md, markdown.as_bytes())?;
     let mut pngs = vec![
         throughput_png,

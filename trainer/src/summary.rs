@@ -82,11 +82,11 @@ struct Records {
     ignored: usize,
 }
 
-fn num(v: &Value, key: &str) -> Option<f64> {
+pub(crate) fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key)?.as_f64().filter(|x| x.is_finite())
 }
 
-fn int(v: &Value, key: &str) -> Option<u64> {
+pub(crate) fn int(v: &Value, key: &str) -> Option<u64> {
     let x = v.get(key)?;
     x.as_u64().or_else(|| {
         x.as_f64()
@@ -149,11 +149,11 @@ fn best_by<T, K: Clone>(
     best
 }
 
-fn opt<T: ToString>(v: Option<T>) -> String {
+pub(crate) fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |x| x.to_string())
 }
 
-fn optf(v: Option<f64>) -> String {
+pub(crate) fn optf(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), format_value)
 }
 
@@ -190,15 +190,20 @@ pub fn run_report(run_dir: &Path) -> Result<RunReport> {
         eval_records: recs.eval.len(),
     };
 
-    let name = run_dir.file_name().map_or_else(
-        || run_dir.display().to_string(),
-        |n| n.to_string_lossy().into(),
-    );
+    let name = run_name(run_dir);
     let md = summary_markdown(&name, &metrics, &recs, &report);
     pipeline::atomic::write_atomic(&report.summary_md, md.as_bytes())?;
     plot::render(&report.plot_png, &format!("run {name}"), &curves(&recs))
         .with_context(|| format!("run report for {}", run_dir.display()))?;
     Ok(report)
+}
+
+/// A run's name for a report's title: its folder's name.
+pub(crate) fn run_name(run_dir: &Path) -> String {
+    run_dir.file_name().map_or_else(
+        || run_dir.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    )
 }
 
 fn curves(recs: &Records) -> Vec<Panel> {

@@ -5,7 +5,9 @@
 
 use crate::metrics::read_metrics;
 use crate::plot::{Panel, Series, format_value, render as render_png};
-use crate::summary::{CURVES_FILE, METRICS_FILE, SUMMARY_FILE, markdown_table};
+use crate::summary::{
+    CURVES_FILE, METRICS_FILE, SUMMARY_FILE, int, markdown_table, num, opt, optf, run_name,
+};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -39,8 +41,8 @@ pub fn records(run_dir: &Path) -> Result<Vec<Value>> {
 /// Whether `run_dir` holds a pretraining run: `pretrain` records in its metrics, or (before
 /// the first record) a resolved config with a `dino` section.
 pub fn is_pretraining_run(run_dir: &Path) -> bool {
-    records(run_dir).is_ok_and(|r| !r.is_empty())
-        || resolved_config(run_dir).is_some_and(|c| c.get("dino").is_some())
+    resolved_config(run_dir).is_some_and(|c| c.get("dino").is_some())
+        || records(run_dir).is_ok_and(|r| !r.is_empty())
 }
 
 /// Writes `curves.png` and `summary.md` next to `metrics.jsonl`.
@@ -58,11 +60,7 @@ pub fn render(run_dir: &Path) -> Result<PretrainReport> {
     render_png(&plot_png, "pretraining", &panels(&records))
         .with_context(|| format!("pretraining report for {}", run_dir.display()))?;
     let summary_md = run_dir.join(SUMMARY_FILE);
-    let name = run_dir.file_name().map_or_else(
-        || run_dir.display().to_string(),
-        |n| n.to_string_lossy().into(),
-    );
-    let md = summary_markdown(&name, &metrics, &records, prototypes);
+    let md = summary_markdown(&run_name(run_dir), &metrics, &records, prototypes);
     pipeline::atomic::write_atomic(&summary_md, md.as_bytes())?;
     Ok(PretrainReport {
         summary_md,
@@ -149,13 +147,8 @@ fn summary_markdown(
         let _ = writeln!(md, "No pretraining records.");
         return md;
     };
-    let v = |r: &Value, k: &str| r.get(k).and_then(Value::as_f64).filter(|x| x.is_finite());
-    let cell = |x: Option<f64>| x.map_or_else(|| "-".to_string(), format_value);
-    let int = |r: &Value, k: &str| {
-        r.get(k)
-            .and_then(Value::as_u64)
-            .map_or_else(|| "-".to_string(), |i| i.to_string())
-    };
+    let (v, cell) = (num, optf);
+    let int = |r: &Value, k: &str| opt(int(r, k));
     let at = |r: &Value| {
         r["iteration"]
             .as_u64()
@@ -180,20 +173,12 @@ fn summary_markdown(
             at(last),
         ],
     ];
-    if let Some(low) = records
+    if let Some((low, r)) = records
         .iter()
-        .filter(|r| v(r, "total_loss").is_some())
-        .min_by(|a, b| {
-            v(a, "total_loss")
-                .unwrap()
-                .total_cmp(&v(b, "total_loss").unwrap())
-        })
+        .filter_map(|r| Some((v(r, "total_loss")?, r)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
     {
-        key.push(vec![
-            "lowest total loss".into(),
-            cell(v(low, "total_loss")),
-            at(low),
-        ]);
+        key.push(vec!["lowest total loss".into(), format_value(low), at(r)]);
     }
     let uniform = prototypes.map(|k| {
         format!(
