@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up of everything the build and the tests need:
 #   1. Debian packages (cmake, nasm, g++, python3-venv, libgloo-dev, pkg-config) when missing;
-#   2. a project-local venv in .venv with torch==2.13.0 (the libtorch tch 0.26 links against)
+#   2. a project-local venv in .venv with the torch pinned in python/requirements-torch.txt
+#      (2.11.0, the libtorch tch 0.24 links against)
 #      and the pinned Python reference packages the tests compare against;
 #   3. the link .venv/torch -> site-packages/torch that .cargo/config.toml points torch-sys at.
 # Reruns are cheap: each step is skipped when its stamp matches.
@@ -65,13 +66,17 @@ layer() { # layer NAME HASH-INPUT...: true when the layer's stamp is stale
 }
 done_layer() { mv "$venv/.stamp-$1.want" "$venv/.stamp-$1"; }
 
-if layer core python/requirements-torch-cpu.txt; then
+# The one torch pin (and NCCL's build headers) of python/requirements-torch.txt.
+pin() { grep -E "^$1==" python/requirements-torch.txt | cut -d' ' -f1; }
+torch_pin="$(pin torch)"
+[ -n "$torch_pin" ] || { say "python/requirements-torch.txt pins no torch"; exit 1; }
+if layer core python/requirements-torch-cpu.txt python/requirements-torch.txt; then
   if [ "$mode" = cuda ]; then
-    say "installing torch 2.13.0 with its CUDA libraries (~2.8 GB)"
-    "${pip[@]}" install torch==2.13.0 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 # + NCCL's build headers
+    say "installing $torch_pin with its CUDA libraries (~2.8 GB)"
+    "${pip[@]}" install "$torch_pin" "$(pin nvidia-cuda-crt)" "$(pin nvidia-cuda-cccl)"
   else
-    say "installing torch 2.13.0, CPU-only (~540 MB)"
-    "${pip[@]}" install --no-deps torch==2.13.0 -r python/requirements-torch-cpu.txt
+    say "installing $torch_pin, CPU-only (~540 MB)"
+    "${pip[@]}" install --no-deps "$torch_pin" -r python/requirements-torch-cpu.txt
   fi
   done_layer core
 fi

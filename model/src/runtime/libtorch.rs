@@ -1,31 +1,46 @@
 //! Where the loaded libtorch lives and which version it is.
 
-use std::ffi::CStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The libtorch version tch 0.26 / torch-sys 0.26 are written against.
-pub const EXPECTED_TORCH_VERSION: &str = "2.13.0";
+/// The libtorch release this build linked (`2.11.0` with tch 0.24, `2.13.0` with tch 0.26), as
+/// the installation recorded it at build time (`model/build.rs`); empty when it recorded none.
+/// A libtorch of another release at run time has another C++ ABI: the loaded one must match.
+pub const EXPECTED_TORCH_VERSION: &str = release_of(env!("DINOV2_LIBTORCH_BUILD_VERSION"));
+
+/// `2.11.0+cu130` -> `2.11.0`, at compile time.
+const fn release_of(v: &'static str) -> &'static str {
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() && b[i] != b'+' {
+        i += 1;
+    }
+    match v.split_at_checked(i) {
+        Some((head, _)) => head,
+        None => v,
+    }
+}
 
 /// The libtorch actually mapped into this process.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Libtorch {
     /// Directory holding `libtorch_cpu.so`.
     pub lib_dir: PathBuf,
-    /// Version string as the installation records it (`2.13.0+cu130`), when it records one.
+    /// Version string as the installation records it (`2.11.0+cu130`), when it records one.
     pub version: Option<String>,
 }
 
 impl Libtorch {
-    /// `2.13.0+cu130` -> `2.13.0`.
+    /// `2.11.0+cu130` -> `2.11.0`.
     pub fn release(&self) -> Option<&str> {
         self.version
             .as_deref()
             .map(|v| v.split('+').next().unwrap_or(v))
     }
 
-    /// Whether this libtorch is the release tch was built for.
+    /// Whether this libtorch is the release this binary was built against (true when the
+    /// build recorded no version: nothing to check against).
     pub fn is_expected(&self) -> bool {
-        self.release() == Some(EXPECTED_TORCH_VERSION)
+        EXPECTED_TORCH_VERSION.is_empty() || self.release() == Some(EXPECTED_TORCH_VERSION)
     }
 }
 
@@ -33,63 +48,11 @@ impl Libtorch {
 /// from the installation (`../version.py` of a PyTorch wheel, `../build-version` of a
 /// standalone libtorch archive).
 pub fn libtorch() -> Option<Libtorch> {
-    let path = loaded_object_path("libtorch_cpu.so")?;
+    let path = super::loaded::loaded_object_path("libtorch_cpu.so")?;
     let lib_dir = path.parent()?.to_path_buf();
-    let root = lib_dir.parent().unwrap_or(&lib_dir).to_path_buf();
-    let version = wheel_version(&root).or_else(|| {
-        std::fs::read_to_string(root.join("build-version"))
-            .ok()
-            .map(|s| s.trim().to_string())
-    });
+    let root = lib_dir.parent().unwrap_or(&lib_dir);
+    let version = super::version_file::recorded_version(root);
     Some(Libtorch { lib_dir, version })
-}
-
-fn wheel_version(root: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(root.join("version.py")).ok()?;
-    text.lines().find_map(|line| {
-        let rest = line
-            .strip_prefix("__version__")?
-            .trim_start()
-            .strip_prefix('=')?;
-        Some(
-            rest.trim()
-                .trim_matches(|c| c == '\'' || c == '"')
-                .to_string(),
-        )
-    })
-}
-
-/// Full path of the first loaded shared object whose file name is `file_name`.
-pub(crate) fn loaded_object_path(file_name: &str) -> Option<PathBuf> {
-    struct Search<'a> {
-        want: &'a str,
-        found: Option<PathBuf>,
-    }
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `data` is the `Search` passed below and `info` is valid for this call.
-        let (search, info) = unsafe { (&mut *(data as *mut Search), &*info) };
-        if info.dlpi_name.is_null() {
-            return 0;
-        }
-        let name = unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy();
-        let path = PathBuf::from(name.as_ref());
-        if path.file_name().and_then(|f| f.to_str()) == Some(search.want) {
-            search.found = Some(path);
-            return 1;
-        }
-        0
-    }
-    let mut search = Search {
-        want: file_name,
-        found: None,
-    };
-    // SAFETY: the callback only reads the entries it is handed.
-    unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search as *mut libc::c_void) };
-    search.found
 }
 
 #[cfg(test)]
