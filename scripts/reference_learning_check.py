@@ -8,29 +8,16 @@ teacher's DINO-target entropies (H_img per image, H_marg of the batch mean).
       --centering sinkhorn_knopp --tt 0.012                                      # configs/digits_ssl_cpu.yaml
 (the digits tree comes from scripts/learning_check.sh: runs/learning_check/digits; ~3 min alone on 2 cores)
 
-Patches (math kept the same as the GPU/FSDP/xFormers path):
-  * dinov2.layers/loss/models are imported BEFORE a stub `xformers` module is put in sys.modules, so those
-    modules see XFORMERS_AVAILABLE=False (plain attention, torch iBOT cross-entropy). The stub only
-    provides fmha.BlockDiagonalMask.from_tensor_list/split, used by SSLMetaArch.forward_backward to run
-    the (token-wise) DINO head once over [local cls | global cls | masked patches]: cat along dim 1 / split.
-  * NestedTensorBlock.forward on a list: loop over list elements; in training with drop_path>0 use
-    drop_add_residual_stochastic_depth per element (batch-subset stochastic depth, scale b/subset,
-    layerscale gamma applied to the residual) == what xFormers' drop_add_residual_stochastic_depth_list +
-    scaled_index_add does with a block-diagonal attention bias.
-  * Tensor.cuda -> identity; fsdp_synchronize_streams -> no-op; no FSDP wrap: teacher <- student
-    state_dict copy (as prepare_for_distributed_training does), EMA over all params (update_teacher),
-    per-submodule clip with torch.nn.utils.clip_grad_norm_ (as FSDP.clip_grad_norm_ per submodule).
-  * a one-process gloo group (Sinkhorn-Knopp all-reduces unconditionally).
+dinov2's training code runs in one process without FSDP or xFormers, patched as
+bench/dinov2_reference.py describes (the same math as the GPU path).
 Teacher DINO-target entropies are captured by wrapping dino_loss.softmax_center_teacher or
 sinkhorn_knopp_teacher (its output is exactly teacher_dino_softmaxed_centered_list before .view).
 """
-import argparse, math, sys, time, types, random, json
-from functools import partial
+import argparse, math, sys, time, random, json
 
 import os
 import numpy as np
 import torch
-import torch.nn as nn
 
 p = argparse.ArgumentParser()
 p.add_argument("--iters", type=int, default=400)
@@ -50,90 +37,20 @@ os.environ.setdefault('MASTER_ADDR','127.0.0.1'); os.environ.setdefault('MASTER_
 dist.init_process_group('gloo', rank=0, world_size=1)
 random.seed(args.seed); np.random.seed(args.seed); torch.manual_seed(args.seed)
 
-# 1) import the parts that must NOT see xformers
-import dinov2.layers, dinov2.loss, dinov2.models  # noqa
-from dinov2.layers import block as dblock
-from dinov2.layers.layer_scale import LayerScale
-import dinov2.models.vision_transformer as vits
-from dinov2.layers import MemEffAttention, NestedTensorBlock
-assert not dblock.XFORMERS_AVAILABLE
-
-# 2) stub xformers for ssl_meta_arch (only BlockDiagonalMask.from_tensor_list / split are used there)
-class _BDM:
-    def __init__(self, sizes): self.sizes = sizes
-    @classmethod
-    def from_tensor_list(cls, tl):
-        sizes = [t.shape[1] for t in tl]
-        return cls(sizes), torch.cat([t.reshape(1, -1, *t.shape[2:]) for t in tl], dim=1)
-    def split(self, x):
-        return [c for c in torch.split(x, self.sizes, dim=1)]
-xf = types.ModuleType("xformers"); xops = types.ModuleType("xformers.ops")
-xops.fmha = types.SimpleNamespace(BlockDiagonalMask=_BDM); xf.ops = xops
-sys.modules["xformers"] = xf; sys.modules["xformers.ops"] = xops
-# fvcore (checkpointing only) is not installed: stub the two names dinov2.train/fsdp import
-if "fvcore" not in sys.modules:
-    try:
-        import fvcore  # noqa
-    except ImportError:
-        fv = types.ModuleType("fvcore"); fvc = types.ModuleType("fvcore.common"); fvcc = types.ModuleType("fvcore.common.checkpoint")
-        fvcc.Checkpointer = type("Checkpointer", (), {}); fvcc.PeriodicCheckpointer = type("PeriodicCheckpointer", (), {})
-        fv.common = fvc; fvc.checkpoint = fvcc
-        sys.modules.update({"fvcore": fv, "fvcore.common": fvc, "fvcore.common.checkpoint": fvcc})
-
-import dinov2.train.ssl_meta_arch as sma
-from dinov2.train.ssl_meta_arch import SSLMetaArch
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+import dinov2_reference as ref
+ref.install("cpu")
 from dinov2.train.train import build_schedulers, apply_optim_scheduler, build_optimizer
-from dinov2.configs import dinov2_default_config
-from dinov2.utils.config import apply_scaling_rules_to_cfg
 from dinov2.data import DataAugmentationDINO, MaskingGenerator, collate_data_and_cast
-from omegaconf import OmegaConf
+from functools import partial
 import torchvision
 
-# 3) patches
-def _nested_forward(self, x_or_list):
-    if isinstance(x_or_list, torch.Tensor):
-        return nn.Module.__call__  # never used
-    out = []
-    for x in x_or_list:
-        if self.training and self.sample_drop_ratio > 0.0:
-            x = dblock.drop_add_residual_stochastic_depth(
-                x, residual_func=lambda y: self.ls1(self.attn(self.norm1(y))), sample_drop_ratio=self.sample_drop_ratio)
-            x = dblock.drop_add_residual_stochastic_depth(
-                x, residual_func=lambda y: self.ls2(self.mlp(self.norm2(y))), sample_drop_ratio=self.sample_drop_ratio)
-        else:
-            x = x + self.ls1(self.attn(self.norm1(x)))
-            x = x + self.ls2(self.mlp(self.norm2(x)))
-        out.append(x)
-    return out
-_orig_fwd = NestedTensorBlock.forward
-def _block_forward(self, x):
-    if isinstance(x, list):
-        return _nested_forward(self, x)
-    return _orig_fwd(self, x)
-NestedTensorBlock.forward = _block_forward
-torch.Tensor.cuda = lambda self, *a, **k: self
-SSLMetaArch.fsdp_synchronize_streams = lambda self: None
-sma.reshard_fsdp_model = lambda m: None
-
-def update_teacher(self, m):
-    with torch.no_grad():
-        sp, tp = [], []
-        for k in self.student.keys():
-            sp += list(self.student[k].parameters()); tp += list(self.teacher[k].parameters())
-        torch._foreach_mul_(tp, m)
-        torch._foreach_add_(tp, sp, alpha=1 - m)
-SSLMetaArch.update_teacher = update_teacher
-
-def vit_digits(patch_size=4, **kw):
-    return vits.DinoVisionTransformer(patch_size=patch_size, embed_dim=64, depth=4, num_heads=4, mlp_ratio=4,
-                                      block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention), **kw)
-vits.vit_digits = vit_digits
-
-# 4) config
-cfg = OmegaConf.merge(OmegaConf.create(dinov2_default_config), OmegaConf.create({
+# 1) config
+cfg = ref.config({
     "compute_precision": {"grad_scaler": False},
     "train": {"batch_size_per_gpu": 64, "OFFICIAL_EPOCH_LENGTH": 25, "centering": args.centering},
-    "student": {"arch": "vit_digits", "patch_size": 4, "drop_path_rate": 0.1, "layerscale": args.layerscale,
+    "student": {"arch": "custom", "embed_dim": 64, "depth": 4, "num_heads": 4,
+                "patch_size": 4, "drop_path_rate": 0.1, "layerscale": args.layerscale,
                 "ffn_layer": "mlp", "block_chunks": 0, "qkv_bias": True, "proj_bias": True, "ffn_bias": True},
     "teacher": dict({"momentum_teacher": 0.99, "warmup_teacher_temp_epochs": 4}, **({} if args.tt is None else {"warmup_teacher_temp": args.tt, "teacher_temp": args.tt})),
     "dino": {"head_n_prototypes": 1024, "head_bottleneck_dim": 64, "head_hidden_dim": 256, "koleo_loss_weight": 0.1},
@@ -142,15 +59,11 @@ cfg = OmegaConf.merge(OmegaConf.create(dinov2_default_config), OmegaConf.create(
     "optim": {"epochs": 16, "base_lr": 0.004, "warmup_epochs": 2, "freeze_last_layer_epochs": 1},
     "crops": {"global_crops_size": 32, "global_crops_scale": [0.5, 1.0], "local_crops_size": 16,
               "local_crops_number": 4, "local_crops_scale": [0.15, 0.5]},
-}))
-apply_scaling_rules_to_cfg(cfg)
+})
 print(f"lr={cfg.optim.lr:.6f} layerscale={cfg.student.layerscale} iters={args.iters}", flush=True)
 
-# 5) model (what prepare_for_distributed_training does, minus FSDP)
-model = SSLMetaArch(cfg)
-for k in model.student.keys():
-    model.teacher[k].load_state_dict(model.student[k].state_dict())
-model.train()
+# 2) model (what prepare_for_distributed_training does, minus FSDP)
+model = ref.build(cfg)
 
 captured = {}
 _orig_smc = model.dino_loss.softmax_center_teacher
@@ -173,7 +86,7 @@ model.ibot_patch_loss.sinkhorn_knopp_teacher = _isk
 optimizer = build_optimizer(cfg, model.get_params_groups())
 lr_s, wd_s, mom_s, tt_s, ll_s = build_schedulers(cfg)
 
-# 6) data
+# 3) data
 img, ps = cfg.crops.global_crops_size, cfg.student.patch_size
 n_tokens = (img // ps) ** 2
 mask_generator = MaskingGenerator(input_size=(img // ps, img // ps), max_num_patches=0.5 * img // ps * img // ps)
@@ -200,8 +113,7 @@ for it in range(args.iters):
     apply_optim_scheduler(optimizer, lr, wd, ll)
     optimizer.zero_grad(set_to_none=True)
     loss_dict = model.forward_backward(data, teacher_temp=tt)
-    for v in model.student.values():
-        torch.nn.utils.clip_grad_norm_(v.parameters(), cfg.optim.clip_grad)
+    ref.clip_per_submodule(model, cfg.optim.clip_grad)
     optimizer.step()
     model.update_teacher(mom)
     ld = {k: v.item() for k, v in loss_dict.items()}

@@ -37,7 +37,7 @@ pub enum BenchCommand {
         /// Interleaved repetitions of every contender; medians are reported.
         #[arg(long, default_value_t = 3)]
         reps: usize,
-        /// Python with python-lmdb and Pillow (default: the project venv).
+        /// Python with python-lmdb and Pillow (default: $DINOV2_PYTHON, else the project venv).
         #[arg(long)]
         python: Option<PathBuf>,
     },
@@ -83,7 +83,7 @@ pub struct DataArgs {
     pub images: usize,
     #[arg(long, default_value = "runs/bench-data")]
     pub workdir: PathBuf,
-    /// Python with torch and torchvision for --compare (default: the project venv).
+    /// Python with torch and torchvision for --compare (default: $DINOV2_PYTHON, else the project venv).
     #[arg(long)]
     pub python: Option<PathBuf>,
     /// Print the result as JSON.
@@ -122,8 +122,19 @@ pub fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The Python the baselines run in: `$DINOV2_PYTHON`, else the project venv of the checkout
+/// this binary was built in, else `python3` from the PATH (a binary run on another machine,
+/// e.g. against a GPU image's own PyTorch).
 pub fn default_python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+    if let Some(p) = std::env::var_os("DINOV2_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
 }
 
 fn bench_convert(

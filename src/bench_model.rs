@@ -40,7 +40,7 @@ pub struct ModelArgs {
     /// Baselines to run: dinov2 (the reference package), timm, or none.
     #[arg(long, value_delimiter = ',', default_value = "dinov2,timm")]
     pub baselines: Vec<String>,
-    /// Python with torch, the dinov2 package and timm (default: the project venv).
+    /// Python with torch, the dinov2 package and timm (default: $DINOV2_PYTHON, else the project venv).
     #[arg(long)]
     pub python: Option<PathBuf>,
     /// Where results.json goes.

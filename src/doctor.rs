@@ -13,6 +13,14 @@ pub struct Report {
     pub dinov2_version: &'static str,
     pub libtorch: Option<runtime::Libtorch>,
     pub libtorch_cuda: CudaLoad,
+    /// The libtorch release this binary was built against (`2.11.0`).
+    pub build_torch_version: &'static str,
+    /// libtorch's, CUDA's, NCCL's, OpenMP's and the C++ runtime's libraries as loaded, with the
+    /// path each was mapped from.
+    pub libraries: Vec<runtime::LoadedLibrary>,
+    /// When `libtorch_cuda.so` is present but did not load: every dependency of it the system
+    /// loader cannot find (from `ldd`), or why that could not be asked.
+    pub missing_libraries: std::result::Result<Vec<String>, String>,
     pub libtorch_features: Vec<&'static str>,
     /// The c10d process groups this build has (data-parallel training).
     pub c10d_backends: Vec<&'static str>,
@@ -40,6 +48,12 @@ pub struct Report {
 pub fn collect(disk_path: &Path) -> Report {
     let libtorch = runtime::libtorch();
     let libtorch_cuda = runtime::init().clone();
+    let missing_libraries = match (&libtorch_cuda, &libtorch) {
+        (CudaLoad::Failed(_), Some(lt)) => {
+            runtime::unresolved_dependencies(&lt.lib_dir.join("libtorch_cuda.so"))
+        }
+        _ => Ok(Vec::new()),
+    };
     let cuda_driver = runtime::driver_info();
     let torch_cuda_devices = tch::Cuda::device_count();
     let cudnn = tch::Cuda::cudnn_is_available().then(tch::utils::version_cudnn);
@@ -60,6 +74,12 @@ pub fn collect(disk_path: &Path) -> Report {
         dinov2_version: env!("CARGO_PKG_VERSION"),
         libtorch,
         libtorch_cuda,
+        build_torch_version: EXPECTED_TORCH_VERSION,
+        libraries: runtime::loaded_libraries()
+            .into_iter()
+            .filter(|l| runtime::is_torch_or_cuda(&l.name))
+            .collect(),
+        missing_libraries,
         libtorch_features,
         c10d_backends: if c10d::has_nccl() {
             vec!["gloo", "nccl"]
@@ -110,7 +130,15 @@ fn problems(r: &Report) -> Vec<String> {
                 CudaLoad::Absent => {
                     "this libtorch has no libtorch_cuda.so (a CPU-only build)".into()
                 }
-                CudaLoad::Failed(e) => format!("libtorch_cuda.so did not load: {e}"),
+                CudaLoad::Failed(e) => match &r.missing_libraries {
+                    Ok(m) if !m.is_empty() => format!(
+                        "libtorch_cuda.so did not load: {e}; not found: {} (their folders, e.g. \
+                         site-packages/nvidia/*/lib of the PyTorch installation, belong on \
+                         LD_LIBRARY_PATH)",
+                        m.join(", ")
+                    ),
+                    _ => format!("libtorch_cuda.so did not load: {e}"),
+                },
                 CudaLoad::Loaded(_) => "libtorch loaded its CUDA library but sees no device".into(),
             };
             out.push(format!(
@@ -183,6 +211,22 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// The libraries grouped by the folder they were loaded from, in load order.
+fn by_folder(libs: &[runtime::LoadedLibrary]) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for l in libs {
+        let dir = l
+            .path
+            .parent()
+            .map_or_else(String::new, |d| d.display().to_string());
+        match out.iter_mut().find(|(d, _)| *d == dir) {
+            Some((_, names)) => names.push(l.name.clone()),
+            None => out.push((dir, vec![l.name.clone()])),
+        }
+    }
+    out
+}
+
 /// Prints the report as text.
 pub fn print(r: &Report) {
     let row = |k: &str, v: String| println!("  {k:<16}{v}");
@@ -209,6 +253,11 @@ pub fn print(r: &Report) {
         },
     );
     row("built with", r.libtorch_features.join(", "));
+    match &r.missing_libraries {
+        Ok(m) if !m.is_empty() => row("not found", m.join(", ")),
+        Ok(_) => {}
+        Err(e) => row("not found", format!("unknown ({e})")),
+    }
     row("c10d", r.c10d_backends.join(", "));
     row(
         "threads",
@@ -224,6 +273,11 @@ pub fn print(r: &Report) {
             Err(e) => format!("FAILED: {e}"),
         },
     );
+    println!("Libraries (loaded from)");
+    for (dir, names) in by_folder(&r.libraries) {
+        println!("  {dir}");
+        println!("      {}", names.join(" "));
+    }
     println!("CUDA");
     match &r.cuda_driver {
         Ok(d) => {

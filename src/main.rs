@@ -9,6 +9,7 @@ mod demo;
 mod doctor;
 mod feature_file;
 mod features;
+mod generate;
 mod launch;
 mod report;
 mod shards;
@@ -46,6 +47,9 @@ enum Command {
     /// DINOv2 pretraining of a tiny ViT, linear probe and k-NN of its teacher (and of a random
     /// backbone), summary.md and PNG plots in --out. Rerun to resume after an interruption.
     Demo(demo::DemoArgs),
+    /// Generate a synthetic ImageNet-like tree (textured JPEGs of ImageNet's sizes in synset
+    /// folders, train and val) to try the product on without a dataset.
+    Generate(generate::GenerateArgs),
     /// Convert an image tree into LMDB or Arrow shards.
     #[command(subcommand)]
     Convert(convert::ConvertCommand),
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
             model::runtime::init();
             demo::run(&a)
         }
+        Command::Generate(a) => generate::run(a),
         Command::Convert(c) => convert::run(c),
         Command::Shards(c) => shards::run(c),
         Command::Bench(c) => {

@@ -15,7 +15,25 @@ fn doctor_runs_from_the_bare_binary_with_an_empty_environment() {
     );
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("doctor --json is JSON");
     let version = report["libtorch"]["version"].as_str().unwrap();
-    assert!(version.starts_with("2.13.0"), "{version}");
+    assert!(
+        version.starts_with(model::runtime::EXPECTED_TORCH_VERSION),
+        "{version}"
+    );
+    assert_eq!(
+        report["build_torch_version"],
+        model::runtime::EXPECTED_TORCH_VERSION
+    );
+    // The libraries it loaded, each with its full path; nothing missing.
+    let libs = report["libraries"].as_array().unwrap();
+    assert!(
+        libs.iter().any(|l| l["name"] == "libtorch_cpu.so"
+            && l["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("/lib/libtorch_cpu.so")),
+        "{libs:?}"
+    );
+    assert_eq!(report["missing_libraries"]["Ok"], serde_json::json!([]));
     assert!(report["cpu_tensor_check"]["Ok"].as_f64().unwrap() < 1e-3);
     assert!(report["problems"].as_array().unwrap().is_empty());
     assert!(report["memory_total_bytes"].as_u64().unwrap() > 0);
@@ -34,7 +52,9 @@ fn doctor_text_names_the_essentials() {
     assert!(out.status.success(), "{text}");
     for needle in [
         "libtorch",
-        "2.13.0",
+        model::runtime::EXPECTED_TORCH_VERSION,
+        "Libraries (loaded from)",
+        "libtorch_cpu.so",
         "CUDA",
         "cuDNN",
         "SIMD",

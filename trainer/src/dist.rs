@@ -1,5 +1,7 @@
-//! Data-parallel training state of one process: its rank in the world and, when the world has
-//! more than one process, its c10d process group (Gloo on CPU, NCCL on CUDA).
+//! Data-parallel training state of one process: its rank in the world and, when it was started
+//! by a launcher (or the world has more than one process), its c10d process group (Gloo on CPU,
+//! NCCL on CUDA). As with torchrun, a one-process launch joins a group of one and runs every
+//! collective (on one GPU: NCCL); a plain `dinov2 train` has no group and no collectives.
 //!
 //! The environment is torchrun's (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
 //! `MASTER_PORT`, as set by `dinov2 launch` or `torchrun`) or SLURM's (`SLURM_PROCID`,
@@ -30,6 +32,9 @@ pub struct WorldInfo {
     pub world: usize,
     pub master_addr: String,
     pub master_port: u16,
+    /// Started by `dinov2 launch` or torchrun (`WORLD_SIZE` set): joins a process group even
+    /// when it is the only process.
+    pub launched: bool,
 }
 
 impl WorldInfo {
@@ -80,6 +85,7 @@ impl WorldInfo {
             world,
             master_addr,
             master_port,
+            launched: get("WORLD_SIZE").is_some(),
         })
     }
 
@@ -112,6 +118,7 @@ impl Dist {
                 world: 1,
                 master_addr: String::new(),
                 master_port: 0,
+                launched: false,
             },
             pg: None,
             failure: RefCell::new(None),
@@ -122,7 +129,7 @@ impl Dist {
     /// Joins the world described by `info` for tensors on `device` (NCCL for CUDA when this
     /// build has it, Gloo otherwise).
     pub fn join(info: WorldInfo, device: Device, timeout: Duration) -> Result<Self> {
-        if info.world == 1 {
+        if info.world == 1 && !info.launched {
             return Ok(Self {
                 info,
                 ..Self::single()
@@ -177,6 +184,19 @@ impl Dist {
         self.info.world
     }
 
+    /// Whether this process is in a process group (collectives run, even in a world of one).
+    pub fn is_distributed(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// The process group's backend (`gloo`, `nccl`), if any.
+    pub fn backend(&self) -> Option<&'static str> {
+        self.pg.as_ref().map(|pg| match pg.borrow().backend() {
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        })
+    }
+
     /// Rank 0 writes logs, metrics and checkpoints.
     pub fn is_main(&self) -> bool {
         self.info.rank == 0
@@ -226,7 +246,7 @@ impl Dist {
 
     /// Gradients become their mean over the ranks, in ~25 MB buckets of one dtype.
     pub fn average_gradients(&self, grads: &[Tensor]) -> Result<()> {
-        if self.world() == 1 {
+        if !self.is_distributed() {
             return Ok(());
         }
         let w = self.world() as f64;
@@ -245,7 +265,7 @@ impl Dist {
 
     /// The mean of scalars over the ranks (for logging).
     pub fn mean_scalars(&self, values: &[f64]) -> Result<Vec<f64>> {
-        if self.world() == 1 || values.is_empty() {
+        if !self.is_distributed() || values.is_empty() {
             return Ok(values.to_vec());
         }
         let t = Tensor::from_slice(values);
@@ -262,7 +282,7 @@ impl Dist {
     /// Whether every tensor holds the same values on every rank (bit for bit): a check for
     /// tests and for a run's start.
     pub fn identical_across_ranks(&self, tensors: &[Tensor]) -> Result<bool> {
-        if self.world() == 1 {
+        if !self.is_distributed() {
             return Ok(true);
         }
         let mut same = true;

@@ -473,6 +473,7 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
                     "kind": "train", "epoch": epoch + 1, "step": global_step,
                     "loss": per_classifier, "lr": lr0, "images_per_s": ips,
                     "loss_scale": run.scaler.as_ref().map(|sc| sc.scale),
+                    "skipped_steps": run.scaler.as_ref().map(|sc| sc.skipped),
                 }))?;
                 t_print = Instant::now();
                 seen_print = 0;

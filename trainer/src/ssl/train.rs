@@ -332,7 +332,7 @@ pub fn train_step(
     dist: &Dist,
 ) -> Result<(LossValues, Vec<(String, Tensor)>)> {
     let fp16 = o.scaler.is_some();
-    let reduce: Option<&dyn model::loss::AllReduce> = (dist.world() > 1).then_some(dist);
+    let reduce: Option<&dyn model::loss::AllReduce> = dist.is_distributed().then_some(dist);
     let (loss, values) = tch::autocast(fp16, || arch.forward(b, v.teacher_temp, reduce))?;
     dist.check()?;
     if !values.total.is_finite() {
@@ -593,7 +593,7 @@ pub fn run(
             let comm_s = dist.take_comm_time().as_secs_f64() / steps_log as f64;
             let step_s = step_time / steps_log as f64;
             (step_time, steps_log) = (0.0, 0);
-            if dist.world() > 1 {
+            if dist.is_distributed() {
                 last = last.mean_over(dist)?;
             }
             let ips = (n_log * dist.world()) as f64 / t_log.elapsed().as_secs_f64();
@@ -609,7 +609,8 @@ pub fn run(
                 "teacher_marginal_entropy": last.teacher_marginal_entropy, "lr": v.lr, "wd": v.wd, "mom": v.momentum,
                 "last_layer_lr": v.last_layer_lr, "teacher_temp": v.teacher_temp,
                 "images_per_s": ips, "loss_scale": o.scaler.as_ref().map(|s| s.scale),
-                "step_s": step_s, "comm_s": comm_s, "world_size": dist.world(),
+                "skipped_steps": o.scaler.as_ref().map(|s| s.skipped),
+                "step_s": step_s, "comm_s": comm_s, "world_size": dist.world(), "backend": dist.backend(),
             });
             for (name, n) in &norms {
                 r[format!("grad_norm_{name}")] = json!(n.double_value(&[]));
@@ -619,7 +620,7 @@ pub fn run(
             n_log = 0;
         }
         if it.is_multiple_of(ckpt_every) || it == end {
-            if dist.world() > 1 {
+            if dist.is_distributed() {
                 // A cheap guard against silent divergence: every rank holds the same weights.
                 let mut all = crate::dist::sorted_variables(&arch.student_vs);
                 all.extend(crate::dist::sorted_variables(&arch.teacher_vs));
