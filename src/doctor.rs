@@ -326,6 +326,7 @@ pub fn print(r: &Report) {
         "resize",
         format!("fast_image_resize uses {}", r.simd.resize_extension),
     );
+    row("augment", r.simd.augment_kernels.join(", "));
     row(
         "JPEG",
         match &r.jpeg_self_test {

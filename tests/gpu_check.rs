@@ -25,7 +25,10 @@ fn gpu_check_dry_run_passes_every_step_and_writes_its_report() {
             .env("DINOV2_PYTHON", python()),
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "gpu_check.sh --dry-run failed:\n{stderr}");
+    assert!(
+        o.status.success(),
+        "gpu_check.sh --dry-run failed:\n{stderr}"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("gpu_check.json")).unwrap()).unwrap();
     let steps = report["steps"].as_object().unwrap();
@@ -46,17 +49,35 @@ fn gpu_check_dry_run_passes_every_step_and_writes_its_report() {
     }
     // the figures the GPU run reports, present in the dry run too
     let f = |step: &str, key: &str| steps[step]["figures"][key].clone();
-    assert!(f("features", "fp32")["cls"]["max_abs_diff"].as_f64().unwrap() <= 1e-4);
+    assert!(
+        f("features", "fp32")["cls"]["max_abs_diff"]
+            .as_f64()
+            .unwrap()
+            <= 1e-4
+    );
     assert_eq!(f("probe", "resume")["head_max_abs_diff"], 0.0);
-    assert!(f("pretrain", "bench_train")["fed_vs_premade"].as_f64().unwrap() > 0.0);
+    assert!(
+        f("pretrain", "bench_train")["fed_vs_premade"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert!(f("reference", "ours_vs_reference").as_f64().unwrap() > 0.0);
     assert_eq!(f("nccl", "backend"), "gloo");
-    assert!(f("data", "rows").as_array().unwrap().last().unwrap()["speedup_vs_torchvision"].is_number());
+    assert!(
+        f("data", "rows").as_array().unwrap().last().unwrap()["speedup_vs_torchvision"].is_number()
+    );
     let md = std::fs::read_to_string(out.join("gpu_check.md")).unwrap();
     for name in names {
-        assert!(md.contains(&format!("## {name}: ")), "gpu_check.md lacks {name}");
+        assert!(
+            md.contains(&format!("## {name}: ")),
+            "gpu_check.md lacks {name}"
+        );
     }
-    assert!(md.contains("target/release/dinov2 train -c configs/"), "{md}");
+    assert!(
+        md.contains("target/release/dinov2 train -c configs/"),
+        "{md}"
+    );
     assert!(out.join("logs.tar.gz").is_file());
     // OUT holds the three files and nothing else (a device call brings back at most 8)
     let mut files: Vec<String> = std::fs::read_dir(&out)
@@ -108,9 +129,5 @@ fn the_binary_travels_with_ld_library_path_alone() {
             .env("LD_LIBRARY_PATH", &lib)
             .args(["doctor", "--json"]),
     );
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

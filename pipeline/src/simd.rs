@@ -13,6 +13,9 @@ pub struct SimdReport {
     /// libjpeg-turbo is built with its SIMD code required; at run time it picks the best level
     /// the CPU offers (AVX2, else SSE2 on x86-64; Neon on aarch64) unless JSIMD_FORCE* is set.
     pub jpeg_simd: String,
+    /// The kernels the augmentations pick here: the crops' resampling (our AVX-512 separable
+    /// convolution, or fast_image_resize), the colour pass and the blur.
+    pub augment_kernels: Vec<String>,
 }
 
 /// Detects the features and the levels the libraries will use.
@@ -37,10 +40,19 @@ pub fn report() -> SimdReport {
     } else {
         format!("{level} (overridden by {})", forced.join(" "))
     };
+    let resampling = match crate::transforms::Kernels::fast() {
+        Some(_) => "resampling: own separable convolution (AVX-512)".to_string(),
+        None => format!("resampling: fast_image_resize ({resize_extension})"),
+    };
     SimdReport {
         cpu_features,
         resize_extension,
         jpeg_simd,
+        augment_kernels: vec![
+            resampling,
+            format!("colour: {}", crate::transforms::color_kernels()),
+            format!("blur: {}", crate::transforms::blur_kernels()),
+        ],
     }
 }
 

@@ -37,24 +37,53 @@ pub fn gaussian_blur(img: &mut RgbImage, size: usize, sigma: f64) {
     let k = gaussian_kernel(size, sigma);
     if size == 9 && img.width > 8 && img.height > 8 {
         let k: [f32; 9] = k.as_slice().try_into().expect("nine taps");
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx2") {
-                // SAFETY: the CPU has AVX-512 F and AVX2.
-                unsafe { blur9_avx512(img, &k) };
-                return;
-            }
-            if has!("avx2") {
-                // SAFETY: the CPU has AVX2.
-                unsafe { blur9_avx2(img, &k) };
-                return;
-            }
+        match blur_level() {
+            // SAFETY: blur_level found AVX-512 F and AVX2.
+            #[cfg(target_arch = "x86_64")]
+            BlurLevel::Avx512 => unsafe { blur9_avx512(img, &k) },
+            // SAFETY: blur_level found AVX2.
+            #[cfg(target_arch = "x86_64")]
+            BlurLevel::Avx2 => unsafe { blur9_avx2(img, &k) },
+            BlurLevel::Scalar => blur9(img, &k),
         }
-        blur9(img, &k);
         return;
     }
     blur_any(img, &k);
+}
+
+/// The 9-tap blur's kernels on this CPU.
+enum BlurLevel {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Scalar,
+}
+
+fn blur_level() -> BlurLevel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx2") {
+            return BlurLevel::Avx512;
+        }
+        if has!("avx2") {
+            return BlurLevel::Avx2;
+        }
+    }
+    BlurLevel::Scalar
+}
+
+/// The kernels the 9-tap Gaussian blur (the presets' blur) runs on this CPU: `AVX-512`, `AVX2`
+/// or `scalar`.
+pub fn blur_kernels() -> &'static str {
+    match blur_level() {
+        #[cfg(target_arch = "x86_64")]
+        BlurLevel::Avx512 => "AVX-512",
+        #[cfg(target_arch = "x86_64")]
+        BlurLevel::Avx2 => "AVX2",
+        BlurLevel::Scalar => "scalar",
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -58,21 +58,42 @@ enum BlockOp {
 /// and writes it back. A contrast operation needs the mean luma of the image before it, so it
 /// starts a new pass; the previous pass sums the luma on the way.
 pub fn apply_color_ops(img: &mut RgbImage, ops: &[ColorOp]) {
+    match simd_level() {
+        // SAFETY (both): simd_level found AVX2 and FMA, and for Avx512 AVX-512 F and BW.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { apply_color_ops_avx512(img, ops) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { apply_color_ops_avx2(img, ops) },
+        Simd::None => apply_color_ops_generic(img, ops, Simd::None),
+    }
+}
+
+/// The instructions the colour pass uses on this CPU.
+fn simd_level() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx2") && has!("fma") {
-            if has!("avx512f") && has!("avx512bw") {
-                // SAFETY: the CPU has AVX2, FMA and AVX-512 F and BW.
-                unsafe { apply_color_ops_avx512(img, ops) };
+            return if has!("avx512f") && has!("avx512bw") {
+                Simd::Avx512
             } else {
-                // SAFETY: the CPU has AVX2 and FMA.
-                unsafe { apply_color_ops_avx2(img, ops) };
-            }
-            return;
+                Simd::Avx2
+            };
         }
     }
-    apply_color_ops_generic(img, ops, Simd::None);
+    Simd::None
+}
+
+/// The kernels [`apply_color_ops`] runs on this CPU (colour jitter, grayscale, the hue round
+/// trip): `AVX-512`, `AVX2` or `scalar`.
+pub fn color_kernels() -> &'static str {
+    match simd_level() {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => "AVX-512",
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => "AVX2",
+        Simd::None => "scalar",
+    }
 }
 
 /// The instructions the colour pass may use (checked by the caller): `Avx2` means AVX2 and

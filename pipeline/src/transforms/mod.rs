@@ -15,10 +15,10 @@ mod planes;
 mod resize;
 mod resized_crop;
 
-pub use blur::{gaussian_blur, gaussian_kernel};
+pub use blur::{blur_kernels, gaussian_blur, gaussian_kernel};
 pub use color::{
     ColorJitter, ColorOp, JitterParams, adjust_brightness, adjust_contrast, adjust_hue,
-    adjust_saturation, apply_color_ops, grayscale, solarize,
+    adjust_saturation, apply_color_ops, color_kernels, grayscale, solarize,
 };
 pub use convolution::{Kernels, resample_crop};
 pub use fast_image_resize::Resizer;
