@@ -20,6 +20,9 @@ command next to its PyTorch reference on the same machine:
                  of one, every collective run), all-reduce time per step
   8. data        `dinov2 bench data --preset dinov2` with 1..16 workers and --compare (torchvision's
                  DataLoader) at the most; the CPU's SIMD and the kernels the pipeline picks
+  9. learning    scripts/learning_check.sh on the GPU in fp16 (scikit-learn's digits): the teacher
+                 beats a random backbone in k-NN and its targets do not collapse (the dry run only
+                 runs its steps, 10 iterations, unjudged)
 
 Every step writes its figures, verdict and the exact commands into OUT/gpu_check.json and
 OUT/gpu_check.md as soon as it ends (a time-out leaves the steps done so far), and its commands'
@@ -35,6 +38,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +59,7 @@ STEPS = [
     ("model", "bench model --fp16 vs PyTorch eager", 20, 90),
     ("nccl", "launch --nproc-per-node 1 through NCCL", 20, 90),
     ("data", "bench data, 1..16 workers, vs torchvision", 20, 120),
+    ("learning", "digits pretraining in fp16 learns (k-NN vs random)", 60, 150),
 ]
 
 
@@ -138,13 +143,19 @@ def run(ctx, step, name, cmd, cap, env=None, gpu_memory=False, check=True):
     full_env = dict(os.environ, **(env or {}))
     t = time.time()
     with GpuMemory(gpu_memory and not ctx.dry) as mem:
+        # a session of its own, so that a time-out ends its children too (launched ranks, the
+        # learning check's runs)
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=full_env, cwd=ROOT, start_new_session=True)
         try:
-            p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
-                               env=full_env, cwd=ROOT)
-        except subprocess.TimeoutExpired as e:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
             (ctx.logs / f"{name}.log").write_text(f"$ {line}\n(timed out after {timeout:.0f} s)\n"
-                                                  f"{e.stdout or ''}\n{e.stderr or ''}")
+                                                  f"--- stdout\n{out}\n--- stderr\n{err}")
             raise StepFailed(f"{name} timed out after {timeout:.0f} s")
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     secs = time.time() - t
     (ctx.logs / f"{name}.log").write_text(f"$ {line}\n# exit {p.returncode} after {secs:.1f} s\n"
                                           f"--- stdout\n{p.stdout}\n--- stderr\n{p.stderr}")
@@ -474,6 +485,27 @@ def step_data(ctx, step):
     step["figures"]["avx512"] = "avx512f" in (simd.get("cpu_features") or [])
     x = rows[-1]["speedup_vs_torchvision"]
     judge(step, f"vs torchvision's DataLoader at {workers[-1]} workers", x is not None and x > 1.0, x, "> 1.0x")
+
+
+# --- 9. learning -----------------------------------------------------------------------------
+def step_learning(ctx, step):
+    env = {"DINOV2_BIN": ctx.bin, "DINOV2_PYTHON": ctx.python, "LEARNING_CHECK_DIR": str(ctx.work / "learning")}
+    cmd = ["bash", ROOT / "scripts/learning_check.sh"]
+    if ctx.dry:
+        env["LEARNING_CHECK_PROBE_EPOCHS"] = "1"
+        cmd += ["train.max_iterations=10", f"train.num_workers={ctx.s['workers']}"]
+    else:
+        cmd += ["train.device=cuda", "compute_precision.grad_scaler=true", f"train.num_workers={ctx.s['workers']}"]
+    line = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.startswith("LEARNING"))
+    p, secs, _ = run(ctx, step, "learning_check", cmd, 200, env=env, check=False)
+    step["commands"][-1] = (line + " " + step["commands"][-1]).strip()
+    r = last_json(p.stdout)
+    step["figures"].update(r, wall_s=secs)
+    if ctx.dry:
+        judge(step, "the learning check ran to its verdict (not judged at 10 iterations)", True, r["passed"], "ran")
+    else:
+        judge(step, "k-NN (k=20) beats the random backbone by 10 points, targets not collapsed", r["passed"],
+              r["failed"] or [r["knn_pretrained"], r["knn_random"]], "passed")
 
 
 # --- report ----------------------------------------------------------------------------------

@@ -8,12 +8,15 @@
 #     initialisation, on the held-out images.
 # Exits non-zero unless k-NN (k=20) beats the random backbone by 10 points and the targets
 # keep at least 0.5 nats of information about the image.
-# Extra arguments are passed to the pretraining as -o overrides. Results: runs/learning_check/.
+# Extra arguments are passed to the pretraining as -o overrides (e.g. train.device=cuda
+# compute_precision.grad_scaler=true for fp16 on a GPU). Results: runs/learning_check/.
+# Environment: DINOV2_BIN (default target/release/dinov2), DINOV2_PYTHON (default the project
+# venv), LEARNING_CHECK_DIR (default runs/learning_check), LEARNING_CHECK_PROBE_EPOCHS (10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-py=.venv/bin/python
-bin=target/release/dinov2
-out=runs/learning_check
+py="${DINOV2_PYTHON:-.venv/bin/python}"
+bin="${DINOV2_BIN:-target/release/dinov2}"
+out="${LEARNING_CHECK_DIR:-runs/learning_check}"
 mkdir -p "$out"
 [ -d "$out/digits/train" ] || "$py" bench/digits_tree.py "$out/digits" 32
 rm -rf "$out/ssl" "$out/probe_pretrained" "$out/probe_random"
@@ -26,7 +29,7 @@ probe=(-c configs/tiny_lp_cpu.yaml
   -o Model.backbone.patch_size=4 -o Model.backbone.img_size=32
   -o DataLoader.Train.dataset.transform.0.RandomResizedCrop.size=32
   -o DataLoader.Eval.dataset.transform.0.Resize.size=32 -o DataLoader.Eval.dataset.transform.1.CenterCrop.size=32
-  -o KNN.enabled=true -o "KNN.nb_knn=[10, 20]" -o Global.epochs=10)
+  -o KNN.enabled=true -o "KNN.nb_knn=[10, 20]" -o Global.epochs="${LEARNING_CHECK_PROBE_EPOCHS:-10}")
 "$bin" train "${probe[@]}" -o Global.output_dir="$out/probe_pretrained" \
   -o Global.pretrained_model="$out/ssl/teacher_backbone.safetensors" > "$out/pretrained.txt"
 "$bin" train "${probe[@]}" -o Global.output_dir="$out/probe_random" > "$out/random.txt"
@@ -54,10 +57,14 @@ print("|---|---:|---:|---:|")
 print(f"| pretrained (teacher) | {p[10]*100:.1f} % | {p[20]*100:.1f} % | {probe('probe_pretrained')*100:.1f} % |")
 print(f"| random initialisation | {r[10]*100:.1f} % | {r[20]*100:.1f} % | {probe('probe_random')*100:.1f} % |")
 failed = []
+summary = {"iterations": last["iteration"], "final_loss": last["total_loss"], "teacher_entropy": h_img,
+           "teacher_marginal_entropy": h_marg, "ln_k": math.log(n_protos), "knn_pretrained": p,
+           "knn_random": r, "probe_pretrained": probe("probe_pretrained"), "probe_random": probe("probe_random")}
 if p[20] < r[20] + 0.10:
     failed.append(f"k-NN (k=20) {p[20]*100:.1f} % is not 10 points above the random backbone's {r[20]*100:.1f} %")
 if h_marg - h_img < 0.5 or h_img > math.log(n_protos) - 0.5:
     failed.append("the teacher's targets collapsed (less than 0.5 nats from uniform or from image-independent)")
+print(json.dumps(dict(summary, passed=not failed, failed=failed)))
 if failed:
     sys.exit("learning check FAILED: " + "; ".join(failed))
 print("learning check passed")

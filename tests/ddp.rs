@@ -344,3 +344,33 @@ fn pretraining_ranks_stay_identical_with_every_term_on() {
     );
     assert!(out.join("teacher_backbone.safetensors").is_file());
 }
+
+#[test]
+fn a_one_process_launch_runs_every_collective_and_changes_no_number() {
+    // As under torchrun, a launched process joins a process group even alone (on one GPU that
+    // is the only way to run NCCL); a world of one must give exactly the plain run's numbers.
+    let d = data("ddp_world_one", 3, 8);
+    let (plain, launched) = (d.join("plain"), d.join("launched"));
+    ok(&output(dinov2().args(ssl_args(&d, &plain, 4, &[]))));
+    ok(&launch(1, &ssl_args(&d, &launched, 4, &[])));
+    let records = |o: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(o.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (a, b) = (records(&plain), records(&launched));
+    let last =
+        |r: &[serde_json::Value]| r.iter().rfind(|x| x["kind"] == "pretrain").unwrap().clone();
+    assert_eq!(last(&a)["backend"], serde_json::Value::Null);
+    assert_eq!(last(&b)["backend"], "gloo");
+    assert_eq!(last(&a)["total_loss"], last(&b)["total_loss"]);
+    assert!(
+        b.iter()
+            .any(|r| r["kind"] == "ddp_check" && r["ranks_identical"] == true)
+    );
+    let ck = |o: &Path| read_sorted_safetensors(&o.join("checkpoints/iter_6.safetensors"));
+    let (max, _) = diffs(&ck(&plain), &ck(&launched));
+    assert_eq!(max, 0.0, "a world of one changed the weights");
+}

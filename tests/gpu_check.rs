@@ -1,10 +1,10 @@
 //! The GPU acceptance run cannot rot: `scripts/gpu_check.sh --dry-run` runs every step of it on
 //! the CPU at tiny sizes (doctor, features vs the reference model, probe + resume, pretraining +
 //! `bench train`, the reference pretraining step, `bench model`, a one-process launch, `bench
-//! data` vs torchvision) and writes its three output files. And the binary that travels to a GPU
-//! machine needs nothing of this one: every library resolves from another PyTorch installation
-//! through LD_LIBRARY_PATH, and it stays well under the 48 MiB a device call can carry beside
-//! the repository.
+//! data` vs torchvision, the digits learning check's steps) and writes its three output files.
+//! And the binary that travels to a GPU machine needs nothing of this one: every library
+//! resolves from another PyTorch installation through LD_LIBRARY_PATH, and it stays well under
+//! the 48 MiB a device call can carry beside the repository.
 
 mod common;
 use common::*;
@@ -41,6 +41,7 @@ fn gpu_check_dry_run_passes_every_step_and_writes_its_report() {
         "model",
         "nccl",
         "data",
+        "learning",
     ];
     for name in names {
         let s = &steps[name];
