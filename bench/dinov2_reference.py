@@ -184,3 +184,21 @@ def build(cfg, device="cpu"):
 def clip_per_submodule(model, clip):
     for v in model.student.values():
         nn.utils.clip_grad_norm_(v.parameters(), clip)
+
+
+def data(cfg, root, dtype=torch.float32):
+    """train.py's data for `cfg`: an ImageFolder of `root` through DataAugmentationDINO, and
+    collate_data_and_cast with the iBOT masks (a function of a list of samples)."""
+    import torchvision
+    from dinov2.data import DataAugmentationDINO, MaskingGenerator, collate_data_and_cast
+
+    img, ps = cfg.crops.global_crops_size, cfg.student.patch_size
+    n_tokens = (img // ps) ** 2
+    mask_generator = MaskingGenerator(input_size=(img // ps, img // ps), max_num_patches=0.5 * img // ps * img // ps)
+    aug = DataAugmentationDINO(cfg.crops.global_crops_scale, cfg.crops.local_crops_scale, cfg.crops.local_crops_number,
+                               global_crops_size=cfg.crops.global_crops_size, local_crops_size=cfg.crops.local_crops_size)
+    ds = torchvision.datasets.ImageFolder(root, transform=aug, target_transform=lambda _: ())
+    collate = partial(collate_data_and_cast, mask_ratio_tuple=tuple(cfg.ibot.mask_ratio_min_max),
+                      mask_probability=cfg.ibot.mask_sample_probability, n_tokens=n_tokens,
+                      mask_generator=mask_generator, dtype=dtype)
+    return ds, collate

@@ -57,9 +57,7 @@ os.environ.setdefault("MASTER_PORT", str(29600 + os.getpid() % 1000))
 dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=0, world_size=1)
 
 ref.install(dev.type, sdpa=True)
-from dinov2.data import DataAugmentationDINO, MaskingGenerator, collate_data_and_cast  # noqa: E402
 from dinov2.train.train import apply_optim_scheduler, build_optimizer, build_schedulers  # noqa: E402
-import torchvision  # noqa: E402
 import yaml  # noqa: E402
 
 overrides = {}
@@ -91,17 +89,8 @@ optimizer = build_optimizer(cfg, model.get_params_groups())
 lr_s, wd_s, mom_s, tt_s, ll_s = build_schedulers(cfg)
 
 # one batch, as train.py's loader makes it, on the device
-img, ps = cfg.crops.global_crops_size, cfg.student.patch_size
-n_tokens = (img // ps) ** 2
-mask_generator = MaskingGenerator(input_size=(img // ps, img // ps), max_num_patches=0.5 * img // ps * img // ps)
-aug = DataAugmentationDINO(cfg.crops.global_crops_scale, cfg.crops.local_crops_scale, cfg.crops.local_crops_number,
-                           global_crops_size=cfg.crops.global_crops_size, local_crops_size=cfg.crops.local_crops_size)
-ds = torchvision.datasets.ImageFolder(args.data, transform=aug, target_transform=lambda _: ())
-idx = [i % len(ds) for i in range(B)]
-data = collate_data_and_cast([ds[i] for i in idx], mask_ratio_tuple=tuple(cfg.ibot.mask_ratio_min_max),
-                             mask_probability=cfg.ibot.mask_sample_probability, n_tokens=n_tokens,
-                             mask_generator=mask_generator,
-                             dtype=torch.half if args.fp16 else torch.float32)
+ds, collate = ref.data(cfg, args.data, torch.half if args.fp16 else torch.float32)
+data = collate([ds[i % len(ds)] for i in range(B)])
 data = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in data.items()}
 
 

@@ -41,9 +41,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import dinov2_reference as ref
 ref.install("cpu")
 from dinov2.train.train import build_schedulers, apply_optim_scheduler, build_optimizer
-from dinov2.data import DataAugmentationDINO, MaskingGenerator, collate_data_and_cast
-from functools import partial
-import torchvision
 
 # 1) config
 cfg = ref.config({
@@ -87,15 +84,7 @@ optimizer = build_optimizer(cfg, model.get_params_groups())
 lr_s, wd_s, mom_s, tt_s, ll_s = build_schedulers(cfg)
 
 # 3) data
-img, ps = cfg.crops.global_crops_size, cfg.student.patch_size
-n_tokens = (img // ps) ** 2
-mask_generator = MaskingGenerator(input_size=(img // ps, img // ps), max_num_patches=0.5 * img // ps * img // ps)
-aug = DataAugmentationDINO(cfg.crops.global_crops_scale, cfg.crops.local_crops_scale, cfg.crops.local_crops_number,
-                           global_crops_size=cfg.crops.global_crops_size, local_crops_size=cfg.crops.local_crops_size)
-ds = torchvision.datasets.ImageFolder(args.data, transform=aug, target_transform=lambda _: ())
-collate = partial(collate_data_and_cast, mask_ratio_tuple=tuple(cfg.ibot.mask_ratio_min_max),
-                  mask_probability=cfg.ibot.mask_sample_probability, n_tokens=n_tokens,
-                  mask_generator=mask_generator, dtype=torch.float32)
+ds, collate = ref.data(cfg, args.data)
 g = torch.Generator(); g.manual_seed(args.seed)
 sampler = torch.utils.data.RandomSampler(ds, replacement=False, num_samples=10**8, generator=g)  # infinite-ish
 loader = torch.utils.data.DataLoader(ds, batch_size=64, sampler=sampler, num_workers=args.workers, drop_last=True,
