@@ -191,6 +191,11 @@ def judge(step, name, ok, value, target):
     step["checks"].append({"check": name, "ok": bool(ok), "value": value, "target": target})
 
 
+def key(step, label, value):
+    """A line of the report's key figures."""
+    step.setdefault("key_figures", []).append([label, value])
+
+
 def dinov2(ctx, *args):
     return [ctx.bin, *args]
 
@@ -239,6 +244,12 @@ def step_doctor(ctx, step):
         f["ldd"] = lines
         missing = [l for l in lines if "not found" in l]
         judge(step, "ldd: every dependency found", not missing, missing, "none missing")
+    drv_ok = drv.get("Ok") or {}
+    gpus = ", ".join(f"{g['name']} ({g['total_memory_bytes'] / 2**30:.0f} GiB, sm_{g['compute_capability'][0]}"
+                     f"{g['compute_capability'][1]})" for g in drv_ok.get("devices", []))
+    key(step, "libtorch loaded / built against", f"{lt.get('version')} from {lt.get('lib_dir')} / {d.get('build_torch_version')}")
+    key(step, "GPU(s) as the driver sees them", gpus or f"none ({drv.get('Err')})")
+    key(step, "cuDNN, c10d backends", f"{d.get('cudnn')}, {', '.join(d.get('c10d_backends') or [])}")
     f["binary_bytes"] = os.path.getsize(ctx.bin)
     judge(step, "binary size", f["binary_bytes"] < 48 << 20, f"{f['binary_bytes'] / 2**20:.1f} MiB", "< 48 MiB")
 
@@ -264,6 +275,9 @@ def step_features(ctx, step):
                       [*ref, "compare", ours, d / f"reference_{kind}.safetensors"], 60)
         c = last_json(p.stdout)
         step["figures"][kind] = c
+        key(step, f"features {kind} vs reference: max abs diff CLS / patch; max, mean rel error",
+            f"{c['cls']['max_abs_diff']:.2e} / {c['patch']['max_abs_diff']:.2e}; "
+            f"{max(c['cls']['max_rel_error'], c['patch']['max_rel_error']):.2e}, {c['patch']['mean_rel_error']:.2e}")
         if kind == "fp32":
             worst = max(c["cls"]["max_abs_diff"], c["patch"]["max_abs_diff"])
             judge(step, "fp32 (TF32 off): max |diff|, CLS and patch tokens", worst <= 1e-4, worst, "<= 1e-4")
@@ -276,7 +290,10 @@ def step_features(ctx, step):
         # the reference's own fp16 error against its fp32, for scale
         p, _, _ = run(ctx, step, "features_reference_fp16_vs_fp32",
                       [*ref, "compare", d / "reference_fp16.safetensors", d / "reference_fp32.safetensors"], 60)
-        step["figures"]["reference_fp16_vs_fp32"] = last_json(p.stdout)
+        c = last_json(p.stdout)
+        step["figures"]["reference_fp16_vs_fp32"] = c
+        key(step, "the reference's own fp16 vs its fp32: max, mean rel error",
+            f"{max(c['cls']['max_rel_error'], c['patch']['max_rel_error']):.2e}, {c['patch']['mean_rel_error']:.2e}")
 
 
 # --- 3. probe --------------------------------------------------------------------------------
@@ -337,6 +354,11 @@ def step_probe(ctx, step):
     f["resume"] = {"stopped_at_step": stop_at, "stopped_at_epoch": split, "head_max_abs_diff": c["max_abs_diff"],
                    "tensors": c["tensors"], "top1_uninterrupted": evals[-1]["top1"], "top1_resumed": evals_b[-1]["top1"],
                    "eval_loss_diff": abs(evals[-1]["loss"] - evals_b[-1]["loss"])}
+    key(step, "probe: steps, loss first -> last, loss scale, skipped steps, top-1",
+        f"{f['steps']}, {f['loss_first']:.3f} -> {f['loss_last']:.3f}, {f['loss_scale']}, {f['skipped_steps']}, "
+        f"{f['top1'] * 100:.1f} %")
+    key(step, "probe resumed at epoch %d vs uninterrupted: head max abs diff, eval loss diff" % split,
+        f"{c['max_abs_diff']:.2e}, {f['resume']['eval_loss_diff']:.2e}")
     tol = 0.0 if ctx.dry else 1e-3
     judge(step, "resumed run ends where the uninterrupted one ends (head, max |diff|)",
           c["max_abs_diff"] <= tol, c["max_abs_diff"], "0 on the CPU; <= 1e-3 on a GPU")
@@ -386,6 +408,11 @@ def step_pretrain(ctx, step):
     f["bench_train"] = {k: b[k] for k in ("data_images_per_s", "premade_step_images_per_s", "step_images_per_s",
                                           "fed_vs_premade")}
     ctx.ours_step = b
+    key(step, f"pretraining, batch {f['batch']}: images/s, step s, loss scale, skipped, peak GPU MiB",
+        f"{f['images_per_s']:.1f}, {f['step_s']:.3f}, {f['loss_scale']}, {f['skipped_steps']}, {mem}")
+    key(step, "bench train images/s: pipeline alone / step on a pre-made batch / step fed by the pipeline",
+        f"{b['data_images_per_s']:.1f} / {b['premade_step_images_per_s']:.1f} / {b['step_images_per_s']:.1f} "
+        f"(fed / pre-made {b['fed_vs_premade']:.3f})")
     if not ctx.dry:
         judge(step, "step fed by the pipeline vs on a pre-made batch", b["fed_vs_premade"] >= 0.95,
               b["fed_vs_premade"], ">= 0.95 (the GPU never waits for data)")
@@ -418,6 +445,11 @@ def step_reference(ctx, step):
         if not ctx.dry:
             judge(step, "our step / the reference's step (images/s, same batch)", f["ours_vs_reference"] >= 1.0,
                   f["ours_vs_reference"], ">= 1.0")
+    key(step, "reference step images/s, peak GPU MiB (nvidia-smi), max allocated MiB",
+        f"{r['images_per_s']:.1f}, {mem}, "
+        f"{(r['max_memory_allocated_bytes'] or 0) / 2**20:.0f}")
+    if ours:
+        key(step, "ours (pre-made batch) / reference images/s", f"{f['ours_vs_reference']:.3f}")
     judge(step, "reference loss finite", math.isfinite(r["loss_last"]), r["loss_last"], "finite")
 
 
@@ -436,6 +468,8 @@ def step_model(ctx, step):
         res = json.loads((wd / "results.json").read_text())
         rows[batch] = [{k: r[k] for k in ("name", "forward_ms", "forward_backward_ms")} for r in res["rows"]]
         ours = res["rows"][0]
+        key(step, f"bench model batch {batch}: fwd+bwd ms " + " / ".join(r["name"] for r in res["rows"]),
+            " / ".join(f"{r['forward_backward_ms']:.1f}" for r in res["rows"]))
         for r in res["rows"][1:]:
             r_ = r["forward_backward_ms"] / ours["forward_backward_ms"]
             step["checks"].append({"check": f"batch {batch}: ours vs {r['name']} (fwd+bwd speed ratio)",
@@ -458,6 +492,8 @@ def step_nccl(ctx, step):
     f["comm_s_per_step"] = statistics.median(r["comm_s"] for r in recs)
     f["step_s"] = statistics.median(r["step_s"] for r in recs)
     f["note"] = "one GPU allows a world of one: every collective runs (gradient buckets, centres), through NCCL"
+    key(step, "one-process launch: backend, all-reduce s per step, step s",
+        f"{f['backend']}, {f['comm_s_per_step']:.4f}, {f['step_s']:.3f}")
     want = "gloo" if ctx.dry else "nccl"
     judge(step, "process group backend", f["backend"] == want, f["backend"], want)
     judge(step, "loss finite", all(math.isfinite(r["total_loss"]) for r in recs), recs[-1]["total_loss"], "finite")
@@ -483,7 +519,13 @@ def step_data(ctx, step):
     step["figures"]["cpu_features"] = simd.get("cpu_features")
     step["figures"]["kernels"] = {k: v for k, v in simd.items() if k != "cpu_features"}
     step["figures"]["avx512"] = "avx512f" in (simd.get("cpu_features") or [])
+    key(step, "bench data dinov2 preset images/s at " + ", ".join(str(r["workers"]) for r in rows) + " workers",
+        ", ".join(f"{r['images_per_s']:.0f}" for r in rows))
     x = rows[-1]["speedup_vs_torchvision"]
+    if x:
+        key(step, f"vs torchvision's DataLoader at {workers[-1]} workers",
+            f"{rows[-1]['torchvision_images_per_s']:.0f} images/s -> {x:.2f}x")
+    key(step, "AVX-512; augment kernels", f"{step['figures']['avx512']}; {', '.join(simd.get('augment_kernels') or [])}")
     judge(step, f"vs torchvision's DataLoader at {workers[-1]} workers", x is not None and x > 1.0, x, "> 1.0x")
 
 
@@ -501,6 +543,9 @@ def step_learning(ctx, step):
     step["commands"][-1] = (line + " " + step["commands"][-1]).strip()
     r = last_json(p.stdout)
     step["figures"].update(r, wall_s=secs)
+    key(step, "digits learning check: k-NN k=20 pretrained vs random; entropy per image / batch-mean (ln K)",
+        f"{r['knn_pretrained'].get('20', 0) * 100:.1f} % vs {r['knn_random'].get('20', 0) * 100:.1f} %; "
+        f"{r['teacher_entropy']:.3f} / {r['teacher_marginal_entropy']:.3f} ({r['ln_k']:.3f})")
     if ctx.dry:
         judge(step, "the learning check ran to its verdict (not judged at 10 iterations)", True, r["passed"], "ran")
     else:
@@ -547,6 +592,10 @@ def write_report(ctx):
         s = r["steps"].get(name)
         if s:
             lines.append(f"| {name}: {what} | {s['status']} | {s.get('seconds', '')} |")
+    lines += ["", "Key figures:", "", "| figure | value |", "|---|---|"]
+    for name, _, _, _ in STEPS:
+        for label, value in r["steps"].get(name, {}).get("key_figures", []):
+            lines.append(f"| {label} | {value} |")
     for name, what, _, _ in STEPS:
         s = r["steps"].get(name)
         if not s:
