@@ -15,6 +15,15 @@ fn main() {
         .to_path_buf();
     let inc = root.join("include");
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
+    // NCCL is compiled in when the nvidia wheels' headers sit next to torch: rebuild when
+    // packages come or go there (e.g. `./x test` adding them after `./x demo`'s CPU set-up).
+    if let Some(site) = root
+        .canonicalize()
+        .ok()
+        .and_then(|t| t.parent().map(Path::to_path_buf))
+    {
+        println!("cargo:rerun-if-changed={}", site.display());
+    }
     println!("cargo:rerun-if-env-changed=DINOV2_C10D_NO_NCCL");
     if !Path::new("/usr/include/gloo/config.h").exists() {
         panic!(

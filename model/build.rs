@@ -19,9 +19,13 @@ fn main() {
         .to_path_buf();
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
 
-    for f in ["version.py", "build-version"] {
-        println!("cargo:rerun-if-changed={}", root.join(f).display());
-    }
+    // (a path that does not exist would make cargo rerun this script on every build)
+    let stamp = ["version.py", "build-version"]
+        .map(|f| root.join(f))
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| root.clone());
+    println!("cargo:rerun-if-changed={}", stamp.display());
     let version = version_file::recorded_version(&root).unwrap_or_else(|| {
         println!(
             "cargo:warning={} records no version (no version.py or build-version); `dinov2 doctor` cannot check it",
