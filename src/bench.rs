@@ -122,6 +122,13 @@ pub fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Waits for the device's queued work (a no-op on the CPU), so that a wall-clock time covers it.
+pub fn sync(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
 /// The Python the baselines run in: `$DINOV2_PYTHON`, else the project venv of the checkout
 /// this binary was built in, else `python3` from the PATH (a binary run on another machine,
 /// e.g. against a GPU image's own PyTorch).

@@ -2,7 +2,7 @@
 //! PyTorch eager (the reference `dinov2` package, and timm's DINOv2 ViT) in the same run:
 //! every repetition times ours, then each baseline, alternately; medians are reported.
 
-use crate::bench::{default_python, median};
+use crate::bench::{default_python, median, sync};
 use crate::features::parse_device;
 use anyhow::{Context, Result, bail, ensure};
 use model::{DinoVisionTransformer, VitConfig};
@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::Instant;
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Kind, Tensor, nn};
 
 const TORCH_BASELINE: &str = include_str!("../bench/torch_vit.py");
 
@@ -120,12 +120,6 @@ struct Row {
     forward_backward_ms: f64,
     forward_runs: Vec<f64>,
     forward_backward_runs: Vec<f64>,
-}
-
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
 }
 
 pub fn run(a: ModelArgs) -> Result<ExitCode> {

@@ -4,7 +4,7 @@
 //! by the pipeline, and on one pre-made batch already on the device (no loader running); their
 //! ratio says whether the accelerator ever waits for data.
 
-use crate::bench::median;
+use crate::bench::{median, sync};
 use anyhow::{Context, Result, ensure};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,10 +77,21 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
     let mut o = Optim::new(&arch, &c)?;
     let sched = schedules(&c, 1)?;
     let single = trainer::dist::Dist::single();
-    let sync = || {
-        if let tch::Device::Cuda(d) = device {
-            tch::Cuda::synchronize(d as i64);
+    // `n` steps, each synchronised; the times of all but the first two (warm-up).
+    let mut timed_steps = |first: u64, batch: &mut dyn FnMut() -> Result<_>| -> Result<Vec<f64>> {
+        let mut times = Vec::new();
+        for i in 0..n {
+            let t = Instant::now();
+            let b = batch()?;
+            // Past warm-up values so that every parameter group moves.
+            let v = sched.at(sched.last_layer_frozen_iters + first + i);
+            train_step(&mut arch, &mut o, &b, &v, &single)?;
+            sync(device);
+            if i >= 2 {
+                times.push(t.elapsed().as_secs_f64());
+            }
         }
+        Ok(times)
     };
     let premade = {
         let mut loader = build_loader(&c, ds.clone(), (0, 1), device)?;
@@ -89,39 +100,18 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
         let sb = batch_tensors(&mut b, g, l, nl, device)?;
         // the tensors are the batch's normalised copies; wait until the upload has read the
         // loader's host memory, which goes away with the loader here
-        sync();
+        sync(device);
         sb
     };
-    let mut premade_times = Vec::new();
-    let mut t = Instant::now();
-    for i in 0..n {
-        // Past warm-up values so that every parameter group moves.
-        let v = sched.at(sched.last_layer_frozen_iters + i);
-        train_step(&mut arch, &mut o, &premade, &v, &single)?;
-        sync();
-        if i >= 2 {
-            premade_times.push(t.elapsed().as_secs_f64());
-        }
-        t = Instant::now();
-    }
+    let premade_times = timed_steps(0, &mut || Ok(premade.shallow_clone()))?;
     drop(premade);
     let mut loader = build_loader(&c, ds, (0, 1), device)?;
-    let mut step_times = Vec::new();
-    {
-        let mut it = loader.epoch(0, 0)?;
-        let mut t = Instant::now();
-        for i in 0..n {
-            let mut b = it.next().context("the loader ended")??;
-            let sb = batch_tensors(&mut b, g, l, nl, device)?;
-            let v = sched.at(sched.last_layer_frozen_iters + n + i);
-            train_step(&mut arch, &mut o, &sb, &v, &single)?;
-            sync();
-            if i >= 2 {
-                step_times.push(t.elapsed().as_secs_f64());
-            }
-            t = Instant::now();
-        }
-    }
+    let mut it = loader.epoch(0, 0)?;
+    let step_times = timed_steps(n, &mut || {
+        let mut b = it.next().context("the loader ended")??;
+        batch_tensors(&mut b, g, l, nl, device)
+    })?;
+    drop(it);
     let data_ips = (data_batches * batch) as f64 / data_seconds;
     let step_ips = batch as f64 / median(&step_times);
     let premade_ips = batch as f64 / median(&premade_times);

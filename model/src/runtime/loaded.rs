@@ -63,25 +63,25 @@ pub fn loaded_object_path(file_name: &str) -> Option<PathBuf> {
 /// The libraries worth naming to a user: libtorch's own, the CUDA family (runtime, cuDNN,
 /// cuBLAS, NCCL, ...), OpenMP and the C++ runtime; not the C library and its neighbours.
 pub fn is_torch_or_cuda(name: &str) -> bool {
-    const PREFIXES: [&str; 14] = [
+    // libcuda* covers the driver and libcudart; libnv* nvJitLink, nvshmem, nvrtc
+    const PREFIXES: [&str; 15] = [
         "libtorch",
         "libc10",
         "libshm",
         "libcuda",
-        "libcudart",
         "libcudnn",
         "libcublas",
         "libcufft",
         "libcurand",
         "libcusolver",
         "libcusparse",
+        "libcupti",
         "libnccl",
         "libnv",
         "libgomp",
+        "libstdc++",
     ];
     PREFIXES.iter().any(|p| name.starts_with(p))
-        || name.starts_with("libcupti")
-        || name.starts_with("libstdc++")
 }
 
 /// The dependencies of `library` that the system loader cannot resolve, as `ldd` reports them

@@ -67,6 +67,19 @@ pub struct SslBatch {
     pub masks_weight: Tensor,
 }
 
+impl SslBatch {
+    /// The same tensors (shared storage), e.g. to run one batch through several steps.
+    pub fn shallow_clone(&self) -> Self {
+        Self {
+            global: self.global.shallow_clone(),
+            local: self.local.shallow_clone(),
+            masks: self.masks.shallow_clone(),
+            mask_indices: self.mask_indices.shallow_clone(),
+            masks_weight: self.masks_weight.shallow_clone(),
+        }
+    }
+}
+
 /// The loss terms of one iteration (as the reference logs them: KoLeo and iBOT halved).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LossValues {
