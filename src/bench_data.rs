@@ -85,6 +85,7 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
         world: 1,
         masks,
         keep_partial_batch: false,
+        bad_records: pipeline::bad_records::BadRecords::FAIL,
     };
     let storages: Vec<Box<dyn BatchStorage>> = (0..4)
         .map(|_| Box::new(VecStorage::for_preset(&preset, args.batch)) as Box<dyn BatchStorage>)

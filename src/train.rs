@@ -4,6 +4,7 @@
 use crate::features::parse_device;
 use anyhow::{Context, Result, ensure};
 use clap::Args;
+use pipeline::bad_records::BadRecordPolicy;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +113,7 @@ pub fn settings(cfg: &Config, resume: bool, device: Option<&str>) -> Result<Prob
         workers: workers(dl.train.loader.num_workers),
         shuffle: dl.train.sampler.shuffle,
         drop_last: dl.train.sampler.drop_last,
+        bad_records: dl.train.loader.bad_records(BadRecordPolicy::Skip),
     };
     let eval = DataSpec {
         root: dl.eval.dataset.root.clone(),
@@ -121,6 +123,7 @@ pub fn settings(cfg: &Config, resume: bool, device: Option<&str>) -> Result<Prob
         workers: workers(dl.eval.loader.num_workers),
         shuffle: false,
         drop_last: false,
+        bad_records: dl.eval.loader.bad_records(BadRecordPolicy::Fail),
     };
     let lr = &cfg.lr_scheduler;
     let le = &cfg.linear_eval;

@@ -63,6 +63,7 @@ fn config(preset: Preset, workers: usize, batch: usize) -> LoaderConfig {
             ..MaskConfig::default()
         }),
         keep_partial_batch: false,
+        bad_records: pipeline::bad_records::BadRecords::FAIL,
     }
 }
 

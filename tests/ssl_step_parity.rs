@@ -67,6 +67,7 @@ fn two_training_iterations_match_the_reference() {
                 ..Default::default()
             }),
             keep_partial_batch: false,
+            bad_records: pipeline::bad_records::BadRecords::FAIL,
         },
         vec![Box::new(pipeline::loader::VecStorage::for_preset(
             &preset, 6,

@@ -113,6 +113,8 @@ impl Codec {
         let header =
             jpeg_header(&bytes).map_err(|e| Skip::new("corrupt header", format!("{e:#}")))?;
         let (w, h) = (header.width as u32, header.height as u32);
+        pipeline::decode::check_pixels(header.width, header.height)
+            .map_err(|e| Skip::new("too many pixels", format!("{e:#}")))?;
         match header.color {
             JpegColor::Rgb if !self.needs_resize(w, h) => {
                 match self.validate {
@@ -130,8 +132,8 @@ impl Codec {
             }
             JpegColor::Cmyk => {
                 // libjpeg-turbo does not convert CMYK; the image crate does (Adobe inversion too).
-                let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
-                    .map_err(|e| Skip::new("truncated or corrupt", format!("CMYK JPEG: {e}")))?;
+                let img = pipeline::decode::decode_other(&bytes)
+                    .map_err(|e| Skip::new("truncated or corrupt", format!("CMYK JPEG: {e:#}")))?;
                 let rgb = img.to_rgb8();
                 self.encode(rgb.into_raw(), (w, h), (w, h), Some("cmyk"))
             }
@@ -139,8 +141,12 @@ impl Codec {
     }
 
     fn prepare_other(&mut self, kind: ImageKind, bytes: &[u8]) -> Result<Prepared, Skip> {
-        let img = image::load_from_memory(bytes)
-            .map_err(|e| Skip::new("truncated or corrupt", format!("{}: {e}", kind.name())))?;
+        if let Ok((w, h)) = pipeline::image_kind::dimensions(bytes) {
+            pipeline::decode::check_pixels(w, h)
+                .map_err(|e| Skip::new("too many pixels", format!("{e:#}")))?;
+        }
+        let img = pipeline::decode::decode_other(bytes)
+            .map_err(|e| Skip::new("truncated or corrupt", format!("{}: {e:#}", kind.name())))?;
         let (w, h) = (img.width(), img.height());
         // Like PIL's convert("RGB"): alpha is dropped, palettes and grey levels expanded.
         let rgb = img.to_rgb8();

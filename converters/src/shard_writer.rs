@@ -19,8 +19,10 @@ const BATCH: usize = 256;
 /// caches, and LMDB reuses the same dirty-page memory (at 256 ImageNet-sized records, 28 MB,
 /// the commit's copy ran from DRAM into freshly faulted pages).
 const BATCH_BYTES: usize = 4 << 20;
-/// LMDB address-space reservation per shard (the file only grows as pages are written).
-const LMDB_MAP_SIZE: usize = 1 << 40;
+/// LMDB's first address-space reservation per shard; it doubles whenever a write finds the map
+/// full (`MDB_MAP_FULL`), so a shard maps at most about twice its size and conversion works
+/// under an address-space limit (`ulimit -v`, common on clusters).
+const LMDB_INITIAL_MAP: usize = 64 << 20;
 
 /// An open shard being written.
 pub enum ShardWriter {
@@ -66,6 +68,8 @@ impl ShardWriter {
 pub struct LmdbWriter {
     path: PathBuf,
     env: Env,
+    /// The current map size (a multiple of the page size).
+    map_size: usize,
     db: Database<Bytes, Bytes>,
     /// Records waiting for the next write transaction: key, header + record key, image.
     pending: Vec<([u8; 10], Vec<u8>, Vec<u8>)>,
@@ -81,7 +85,7 @@ impl LmdbWriter {
         // no readers until the file is renamed into place.
         let env = unsafe {
             EnvOpenOptions::new()
-                .map_size(LMDB_MAP_SIZE)
+                .map_size(LMDB_INITIAL_MAP)
                 .flags(
                     EnvFlags::NO_SUB_DIR
                         | EnvFlags::NO_LOCK
@@ -99,6 +103,7 @@ impl LmdbWriter {
         Ok(Self {
             path: path.to_path_buf(),
             env,
+            map_size: LMDB_INITIAL_MAP,
             db,
             pending: Vec::with_capacity(BATCH),
             pending_bytes: 0,
@@ -107,21 +112,55 @@ impl LmdbWriter {
         })
     }
 
+    /// Runs `write` in one write transaction; when the map is full, the transaction is
+    /// dropped (aborted), the map doubled and `write` run again.
+    fn transact(
+        &mut self,
+        what: &str,
+        write: impl Fn(&Database<Bytes, Bytes>, &mut heed::RwTxn) -> heed::Result<()>,
+    ) -> Result<()> {
+        loop {
+            let attempt = (|| -> heed::Result<()> {
+                let mut txn = self.env.write_txn()?;
+                write(&self.db, &mut txn)?;
+                txn.commit()
+            })();
+            match attempt {
+                Err(heed::Error::Mdb(heed::MdbError::MapFull)) => {
+                    let grown = self.map_size.checked_mul(2).with_context(|| {
+                        format!("{what} {}: the map cannot grow", self.path.display())
+                    })?;
+                    // SAFETY: the failed transaction was dropped above; none is active.
+                    unsafe { self.env.resize(grown) }.with_context(|| {
+                        format!(
+                            "{what} {}: growing the LMDB map to {} MiB",
+                            self.path.display(),
+                            grown >> 20
+                        )
+                    })?;
+                    self.map_size = grown;
+                }
+                other => {
+                    return other.with_context(|| format!("{what} {}", self.path.display()));
+                }
+            }
+        }
+    }
+
     /// Writes the pending records in one transaction.
     fn flush(&mut self) -> Result<()> {
-        let write = || -> Result<()> {
-            let mut txn = self.env.write_txn()?;
-            for (k, head, image) in &self.pending {
+        let pending = std::mem::take(&mut self.pending);
+        self.transact("writing LMDB shard", |db, txn| {
+            for (k, head, image) in &pending {
                 // Header and image go straight into the database page: one copy.
-                self.db
-                    .put_reserved(&mut txn, k, head.len() + image.len(), |space| {
-                        space.write_all(head)?;
-                        space.write_all(image)
-                    })?;
+                db.put_reserved(txn, k, head.len() + image.len(), |space| {
+                    space.write_all(head)?;
+                    space.write_all(image)
+                })?;
             }
-            Ok(txn.commit()?)
-        };
-        write().with_context(|| format!("writing LMDB shard {}", self.path.display()))?;
+            Ok(())
+        })?;
+        self.pending = pending;
         self.pending.clear();
         self.pending_bytes = 0;
         Ok(())
@@ -148,12 +187,10 @@ impl LmdbWriter {
 
     fn finish(mut self) -> Result<()> {
         self.flush()?;
-        let ctx = || format!("finishing LMDB shard {}", self.path.display());
-        let mut txn = self.env.write_txn().with_context(ctx)?;
-        self.db
-            .put(&mut txn, META_KEY, &serde_json::to_vec(&self.meta)?)
-            .with_context(ctx)?;
-        txn.commit().with_context(ctx)?;
+        let meta = serde_json::to_vec(&self.meta)?;
+        self.transact("finishing LMDB shard", |db, txn| {
+            db.put(txn, META_KEY, &meta)
+        })?;
         self.env.prepare_for_closing().wait();
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! This crate never links libtorch.
 
 pub mod atomic;
+pub mod bad_records;
 pub mod collate;
 pub mod dataset;
 pub mod decode;

@@ -11,10 +11,13 @@
 //! - **Backpressure and memory.** Only as many batches are in flight as there are storages;
 //!   workers take one sample job at a time. Memory is the storages plus one decoded image per
 //!   worker.
-//! - **Errors.** A failing record (corrupt shard, undecodable image) or a panicking worker
-//!   ends the epoch with an error naming the record; nothing hangs and no sample is dropped
-//!   silently.
+//! - **Errors.** With [`BadRecordPolicy::Fail`], a failing record (corrupt shard, undecodable
+//!   image) ends the epoch with an error naming the record; with `Skip`, a deterministic
+//!   substitute takes its place and the batch lists it in [`Batch::skipped`], up to a cap per
+//!   epoch (see [`crate::bad_records`]). A panicking worker always ends the epoch; nothing
+//!   hangs and no sample is dropped silently.
 
+use crate::bad_records::{BadRecordPolicy, BadRecords, SkippedRecord};
 use crate::collate::{BatchMasks, collate_masks};
 use crate::dataset::Dataset;
 use crate::decode::Decoder;
@@ -95,6 +98,8 @@ pub struct LoaderConfig {
     /// dropping it; its `labels` / `indices` are shorter than the batch size and only the
     /// first `len()` rows of each crop are written.
     pub keep_partial_batch: bool,
+    /// What a record that cannot be read or decoded does.
+    pub bad_records: BadRecords,
 }
 
 /// Time spent per stage, summed over workers (nanoseconds).
@@ -119,6 +124,9 @@ pub struct Batch {
     pub indices: Vec<usize>,
     pub labels: Vec<u32>,
     pub masks: Option<BatchMasks>,
+    /// Records skipped for this batch (policy `skip`), in sample order; `indices` holds
+    /// their substitutes.
+    pub skipped: Vec<SkippedRecord>,
 }
 
 impl Batch {
@@ -174,7 +182,15 @@ struct Job {
     slots: Vec<Slot>,
 }
 
-type JobResult = (u64, usize, Result<u32, String>);
+/// What a sample job produced: its label, the dataset index it used (a substitute's when the
+/// record was skipped) and the records it skipped.
+struct JobOutput {
+    label: u32,
+    index: usize,
+    skipped: Vec<SkippedRecord>,
+}
+
+type JobResult = (u64, usize, Result<JobOutput, String>);
 
 impl Loader {
     /// A loader over `dataset`; `storages` (at least one) bound the batches in flight.
@@ -258,9 +274,9 @@ impl Loader {
                 stop.clone(),
                 self.times.clone(),
             );
-            let seed = self.cfg.seed;
+            let (seed, bad) = (self.cfg.seed, self.cfg.bad_records);
             workers.push(std::thread::spawn(move || {
-                worker(job_rx, res_tx, ds, preset, seed, epoch, stop, times)
+                worker(job_rx, res_tx, ds, preset, (seed, epoch), bad, stop, times)
             }));
         }
         drop(res_tx);
@@ -329,6 +345,7 @@ struct InFlight {
     step: u64,
     indices: Vec<usize>,
     labels: Vec<u32>,
+    skipped: Vec<Vec<SkippedRecord>>,
     remaining: usize,
 }
 
@@ -384,6 +401,14 @@ impl Coordinator {
         });
         let mut next_step = self.start_step;
         let mut next_emit = self.start_step;
+        // The bad-record cap counts per epoch: the samples this rank draws in one (for the
+        // infinite sampler, one pass: its share of the dataset), and the records skipped so
+        // far in the current one.
+        let epoch_samples = sampler
+            .per_rank()
+            .unwrap_or(self.dataset.len() / self.cfg.world)
+            .max(1) as u64;
+        let (mut skipped_in_epoch, mut pass) = (0u64, None);
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(());
@@ -438,6 +463,7 @@ impl Coordinator {
                         step,
                         indices,
                         labels: vec![0; n],
+                        skipped: vec![Vec::new(); n],
                         remaining: n,
                     },
                 );
@@ -469,7 +495,11 @@ impl Coordinator {
                 .get_mut(&seq)
                 .expect("result for a batch in flight");
             match result {
-                Ok(label) => entry.labels[sample] = label,
+                Ok(out) => {
+                    entry.labels[sample] = out.label;
+                    entry.indices[sample] = out.index;
+                    entry.skipped[sample] = out.skipped;
+                }
                 Err(e) => bail!("{e}"),
             }
             entry.remaining -= 1;
@@ -477,6 +507,17 @@ impl Coordinator {
             while in_flight.get(&next_emit).is_some_and(|f| f.remaining == 0) {
                 let f = in_flight.remove(&next_emit).unwrap();
                 next_emit += 1;
+                let skipped: Vec<SkippedRecord> = f.skipped.into_iter().flatten().collect();
+                let this_pass = f.step * b as u64 / epoch_samples;
+                if pass != Some(this_pass) {
+                    (skipped_in_epoch, pass) = (0, Some(this_pass));
+                }
+                skipped_in_epoch += skipped.len() as u64;
+                if !skipped.is_empty() {
+                    self.cfg
+                        .bad_records
+                        .check(skipped_in_epoch, epoch_samples, skipped.last())?;
+                }
                 let t = Instant::now();
                 let masks = generator.as_ref().map(|g| {
                     let m = self.cfg.masks.as_ref().unwrap();
@@ -502,6 +543,7 @@ impl Coordinator {
                     indices: f.indices,
                     labels: f.labels,
                     masks,
+                    skipped,
                 };
                 if out_tx.send(Ok(batch)).is_err() {
                     return Ok(()); // the consumer went away
@@ -517,8 +559,8 @@ fn worker(
     results: Sender<JobResult>,
     dataset: Arc<dyn Dataset>,
     preset: Preset,
-    seed: u64,
-    epoch: u64,
+    (seed, epoch): (u64, u64),
+    bad: BadRecords,
     stop: Arc<AtomicBool>,
     times: Arc<StageTimes>,
 ) {
@@ -540,8 +582,8 @@ fn worker(
                 &job,
                 &*dataset,
                 &preset,
-                seed,
-                epoch,
+                (seed, epoch),
+                bad,
                 &mut decoder,
                 &mut resizer,
                 &times,
@@ -567,25 +609,70 @@ fn worker(
     }
 }
 
+/// Reads and decodes record `index` (timed), errors naming it.
+fn read_and_decode(
+    dataset: &dyn Dataset,
+    index: usize,
+    decoder: &mut Decoder,
+    times: &StageTimes,
+) -> Result<(crate::Record, crate::transforms::RgbImage)> {
+    let t0 = Instant::now();
+    let record = dataset
+        .get(index)
+        .with_context(|| format!("loading record {index} ({})", dataset.describe()));
+    let t1 = Instant::now();
+    times
+        .read
+        .fetch_add((t1 - t0).as_nanos() as u64, Ordering::Relaxed);
+    let record = record?;
+    let img = decoder
+        .decode(&record.bytes)
+        .with_context(|| format!("decoding record {index} ({})", record.key));
+    times
+        .decode
+        .fetch_add(t1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    Ok((record, img?))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn process(
     job: &Job,
     dataset: &dyn Dataset,
     preset: &Preset,
-    seed: u64,
-    epoch: u64,
+    (seed, epoch): (u64, u64),
+    bad: BadRecords,
     decoder: &mut Decoder,
     resizer: &mut Resizer,
     times: &StageTimes,
-) -> Result<u32> {
-    let t0 = Instant::now();
-    let record = dataset
-        .get(job.index)
-        .with_context(|| format!("loading record {} ({})", job.index, dataset.describe()))?;
-    let t1 = Instant::now();
-    let img = decoder
-        .decode(&record.bytes)
-        .with_context(|| format!("decoding record {} ({})", job.index, record.key))?;
+) -> Result<JobOutput> {
+    let mut index = job.index;
+    let mut skipped = Vec::new();
+    let (record, img) = loop {
+        match read_and_decode(dataset, index, decoder, times) {
+            Ok(ok) => break ok,
+            Err(e) => {
+                let attempt = skipped.len() as u64 + 1;
+                let stream = (seed, epoch, job.position);
+                match bad.substitute(stream, attempt, dataset.len()) {
+                    Some(substitute) => {
+                        skipped.push(SkippedRecord {
+                            index,
+                            error: format!("{e:#}"),
+                            substitute,
+                        });
+                        index = substitute;
+                    }
+                    None if bad.policy == BadRecordPolicy::Skip => {
+                        return Err(e.context(format!(
+                            "{} substitutes in a row were bad too",
+                            skipped.len()
+                        )));
+                    }
+                    None => return Err(e),
+                }
+            }
+        }
+    };
     let t2 = Instant::now();
     let mut rng = Xoshiro::stream(seed, &[epoch, job.position]);
     // SAFETY: see `Slot`.
@@ -597,17 +684,15 @@ fn process(
     preset.apply(&img, &mut rng, resizer, &mut outs);
     let t3 = Instant::now();
     times
-        .read
-        .fetch_add((t1 - t0).as_nanos() as u64, Ordering::Relaxed);
-    times
-        .decode
-        .fetch_add((t2 - t1).as_nanos() as u64, Ordering::Relaxed);
-    times
         .augment
         .fetch_add((t3 - t2).as_nanos() as u64, Ordering::Relaxed);
     times.samples.fetch_add(1, Ordering::Relaxed);
     times
         .bytes
         .fetch_add(record.bytes.len() as u64, Ordering::Relaxed);
-    Ok(record.label)
+    Ok(JobOutput {
+        label: record.label,
+        index,
+        skipped,
+    })
 }

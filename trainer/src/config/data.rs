@@ -2,6 +2,7 @@
 //! sampler and the loader options.
 
 use super::transform::Transform;
+use pipeline::bad_records::{BadRecordPolicy, BadRecords, DEFAULT_MAX_BAD_FRACTION};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -73,4 +74,24 @@ pub enum SamplerName {
 pub struct LoaderOptions {
     pub num_workers: u64,
     pub use_shared_memory: bool,
+    /// Ours: `fail` or `skip` a record that cannot be read or decoded (default: `skip` for
+    /// `Train`, so one bad image does not end a long run, and `fail` for `Eval`, where every
+    /// image must count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_records: Option<BadRecordPolicy>,
+    /// Ours: with `skip`, the most records an epoch may skip, as a fraction of its samples
+    /// (default 0.001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bad_fraction: Option<f64>,
+}
+
+impl LoaderOptions {
+    /// The bad-record policy, `default` when the YAML names none.
+    pub fn bad_records(&self, default: BadRecordPolicy) -> BadRecords {
+        let fraction = self.max_bad_fraction.unwrap_or(DEFAULT_MAX_BAD_FRACTION);
+        match self.bad_records.unwrap_or(default) {
+            BadRecordPolicy::Fail => BadRecords::FAIL,
+            BadRecordPolicy::Skip => BadRecords::skip(fraction),
+        }
+    }
 }

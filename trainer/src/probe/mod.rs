@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail, ensure};
 use classifiers::{Classifier, Protocol};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::{DinoVisionTransformer, Take};
+use pipeline::bad_records::BadRecords;
 use pipeline::dataset::{Dataset, open_dataset};
 use pipeline::loader::{Loader, LoaderConfig};
 use pipeline::presets::Preset;
@@ -36,6 +37,8 @@ pub struct DataSpec {
     pub workers: usize,
     pub shuffle: bool,
     pub drop_last: bool,
+    /// What a record that cannot be read or decoded does.
+    pub bad_records: BadRecords,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +112,7 @@ fn loader(
         world,
         masks: None,
         keep_partial_batch: eval || !spec.drop_last,
+        bad_records: spec.bad_records,
     };
     let storages = crate::batch_memory::storages(&spec.preset, spec.batch_size, device, 3);
     Loader::new(ds, cfg, storages)
@@ -414,8 +418,18 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
         let mut t_print = Instant::now();
         let mut seen_print = 0usize;
         let mut steps_this_epoch = 0u64;
+        // This epoch's skipped records (a resumed run restarts at an epoch boundary).
+        let mut skipped_records = 0u64;
         for b in train.epoch(epoch, 0)? {
             let mut b = b?;
+            for r in &b.skipped {
+                eprintln!(
+                    "warning: rank {} epoch {} step {global_step}: {r}",
+                    dist.rank(),
+                    epoch + 1
+                );
+            }
+            skipped_records += b.skipped.len() as u64;
             let unit = if s.schedule_per_step {
                 global_step
             } else {
@@ -474,6 +488,7 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
                     "loss": per_classifier, "lr": lr0, "images_per_s": ips,
                     "loss_scale": run.scaler.as_ref().map(|sc| sc.scale),
                     "skipped_steps": run.scaler.as_ref().map(|sc| sc.skipped),
+                    "skipped_records": skipped_records,
                 }))?;
                 t_print = Instant::now();
                 seen_print = 0;

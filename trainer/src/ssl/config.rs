@@ -191,6 +191,22 @@ pub struct TrainSection {
     /// Ours: stop after this many iterations (smoke runs); the schedules still span `epochs`.
     #[serde(default)]
     pub max_iterations: Option<u64>,
+    /// Ours: `skip` (default) or `fail` a record that cannot be read or decoded. A skipped
+    /// record is logged, counted in the metrics and replaced by a deterministic substitute.
+    #[serde(default = "d_bad_records")]
+    pub bad_records: pipeline::bad_records::BadRecordPolicy,
+    /// Ours: with `skip`, the most records may be skipped per pass over the dataset, as a
+    /// fraction of it (default 0.001); one more ends the run with an error.
+    #[serde(default = "d_max_bad_fraction")]
+    pub max_bad_fraction: f64,
+}
+
+fn d_bad_records() -> pipeline::bad_records::BadRecordPolicy {
+    pipeline::bad_records::BadRecordPolicy::Skip
+}
+
+fn d_max_bad_fraction() -> f64 {
+    pipeline::bad_records::DEFAULT_MAX_BAD_FRACTION
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

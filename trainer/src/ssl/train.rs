@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::heads::DinoHeadConfig;
 use model::{FfnLayer, VitConfig};
+use pipeline::bad_records::{BadRecordPolicy, BadRecords};
 use pipeline::dataset::open_dataset;
 use pipeline::loader::{Loader, LoaderConfig, MaskConfig};
 use pipeline::presets::{MultiCrop, Preset};
@@ -186,6 +187,9 @@ struct SslState {
     iteration: u64,
     scaler: Option<LossScaler>,
     tensors: String,
+    /// Bad records skipped up to `iteration` (policy `skip`).
+    #[serde(default)]
+    skipped_records: u64,
 }
 
 const STUDENT: &str = "student.";
@@ -416,6 +420,10 @@ pub fn build_loader(
                 probability: c.ibot.mask_sample_probability,
             }),
             keep_partial_batch: false,
+            bad_records: match c.train.bad_records {
+                BadRecordPolicy::Fail => BadRecords::FAIL,
+                BadRecordPolicy::Skip => BadRecords::skip(c.train.max_bad_fraction),
+            },
         },
         storages,
     )
@@ -479,9 +487,11 @@ pub fn run(
 
     let metrics_path = out.join("metrics.jsonl");
     let mut start = 0;
+    let mut skipped_records = 0u64;
     match restore(out, &mut arch, &mut o.adamw, &o.names)? {
         Some(st) if resume => {
             start = st.iteration;
+            skipped_records = st.skipped_records;
             o.scaler = st.scaler.or(o.scaler.take());
             if main {
                 let keep: Vec<String> = crate::metrics::read_metrics(&metrics_path)
@@ -554,16 +564,21 @@ pub fn run(
     let mut t_log = Instant::now();
     let mut n_log = 0usize;
     let (mut step_time, mut steps_log) = (0f64, 0u64);
-    let state = |it: u64, scaler: &Option<LossScaler>| SslState {
+    let state = |it: u64, scaler: &Option<LossScaler>, skipped_records: u64| SslState {
         iteration: it,
         scaler: scaler.clone(),
         tensors: format!("iter_{it}.safetensors"),
+        skipped_records,
     };
     for b in loader.epoch(0, start)? {
         if it >= end {
             break;
         }
         let mut b = b?;
+        for r in &b.skipped {
+            eprintln!("warning: rank {} iteration {it}: {r}", dist.rank());
+        }
+        skipped_records += b.skipped.len() as u64;
         let v = sched.at(it);
         // Stochastic depth draws from libtorch's generator: seeding it per iteration makes a
         // resumed run draw exactly what an uninterrupted one does.
@@ -610,6 +625,7 @@ pub fn run(
                 "last_layer_lr": v.last_layer_lr, "teacher_temp": v.teacher_temp,
                 "images_per_s": ips, "loss_scale": o.scaler.as_ref().map(|s| s.scale),
                 "skipped_steps": o.scaler.as_ref().map(|s| s.skipped),
+                "skipped_records": skipped_records,
                 "step_s": step_s, "comm_s": comm_s, "world_size": dist.world(), "backend": dist.backend(),
             });
             for (name, n) in &norms {
@@ -633,7 +649,13 @@ pub fn run(
                 );
             }
             if main {
-                save(out, &arch, &o.adamw, &o.names, &state(it, &o.scaler))?;
+                save(
+                    out,
+                    &arch,
+                    &o.adamw,
+                    &o.names,
+                    &state(it, &o.scaler, skipped_records),
+                )?;
             }
         }
     }
