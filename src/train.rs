@@ -5,6 +5,7 @@ use crate::features::parse_device;
 use anyhow::{Context, Result, ensure};
 use clap::Args;
 use pipeline::bad_records::BadRecordPolicy;
+use pipeline::dir_lock::DirLock;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -191,9 +192,11 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let mut s = settings(&cfg, a.resume, a.device.as_deref())?;
     let (dist, device) = Dist::from_env(s.device)?;
     s.device = device;
+    let _lock = dist
+        .is_main()
+        .then(|| DirLock::acquire(&s.out_dir, "dinov2 train (probe)"))
+        .transpose()?;
     if dist.is_main() {
-        std::fs::create_dir_all(&s.out_dir)
-            .with_context(|| format!("creating {}", s.out_dir.display()))?;
         cfg.write_resolved(&s.out_dir)?;
         eprintln!("run directory: {}", s.out_dir.display());
     }
@@ -235,6 +238,11 @@ fn pretrain(a: TrainArgs) -> Result<ExitCode> {
     let (dist, _) = Dist::from_env(trainer::ssl::train::parse_device(&cfg.train.device)?)?;
     let sched = trainer::ssl::train::schedules(&cfg, dist.world() as u64)?;
     cfg.optim.lr = sched.lr.base_value;
+    // One run per output directory: the lock is held until this process ends.
+    let _lock = dist
+        .is_main()
+        .then(|| DirLock::acquire(&out, "dinov2 train (pretraining)"))
+        .transpose()?;
     if dist.is_main() {
         trainer::config::write_resolved_as(&cfg, &out)?;
         eprintln!("run directory: {}", out.display());

@@ -154,7 +154,8 @@ pub fn convert(plan: &SourcePlan, args: &ConvertArgs) -> Result<ConvertSummary> 
             plan.root.display()
         );
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // One conversion per output directory, until this function returns.
+    let _lock = pipeline::dir_lock::DirLock::acquire(out, "dinov2 convert")?;
     let source_root = root.display().to_string();
     let fresh = Progress {
         shard_format: args.format,

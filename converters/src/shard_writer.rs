@@ -141,7 +141,14 @@ impl LmdbWriter {
                     self.map_size = grown;
                 }
                 other => {
-                    return other.with_context(|| format!("{what} {}", self.path.display()));
+                    return other.with_context(|| {
+                        let dir = self.path.parent().unwrap_or(Path::new("."));
+                        format!(
+                            "{what} {}{}",
+                            self.path.display(),
+                            pipeline::atomic::free_space_note(dir)
+                        )
+                    });
                 }
             }
         }

@@ -151,8 +151,10 @@ pub fn save_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()>
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    Tensor::write_safetensors(tensors, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    if let Err(e) = Tensor::write_safetensors(tensors, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }

@@ -30,6 +30,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// `" (the filesystem holding DIR has N KiB free: disk full?)"` when little space is left
+/// there, else nothing: a write error on a full disk is not always ENOSPC (LMDB reports a
+/// short write as EIO).
+pub fn free_space_note(dir: &Path) -> String {
+    let probe = std::iter::successors(Some(dir), |d| d.parent())
+        .find(|d| d.exists())
+        .unwrap_or(dir);
+    let Ok(c) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else {
+        return String::new();
+    };
+    // SAFETY: a valid C string and a zeroed out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return String::new();
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    if free < 64 << 20 {
+        format!(
+            " (the filesystem holding {} has {} KiB free: disk full?)",
+            probe.display(),
+            free >> 10
+        )
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod bad_records;
 pub mod collate;
 pub mod dataset;
 pub mod decode;
+pub mod dir_lock;
 pub mod image_kind;
 pub mod jpeg_entropy;
 pub mod loader;

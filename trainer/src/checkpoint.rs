@@ -14,9 +14,28 @@ pub fn commit<S: serde::Serialize>(
     state: &S,
     prefix: &str,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    model::weights::save_safetensors(tensors, &dir.join(tensors_file))?;
-    pipeline::atomic::write_atomic(&dir.join("latest.json"), &serde_json::to_vec_pretty(state)?)?;
+    let latest = dir.join("latest.json");
+    let write = || -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        model::weights::save_safetensors(tensors, &dir.join(tensors_file))?;
+        pipeline::atomic::write_atomic(&latest, &serde_json::to_vec_pretty(state)?)
+    };
+    if let Err(e) = write() {
+        // The new tensors are not named by latest.json: they go, the last good ones stay.
+        let named = std::fs::read_to_string(&latest).is_ok_and(|j| j.contains(tensors_file));
+        if !named {
+            let _ = std::fs::remove_file(dir.join(tensors_file));
+        }
+        let kept = match std::fs::read_to_string(&latest) {
+            Ok(_) => format!("the last good checkpoint ({}) is intact", latest.display()),
+            Err(_) => "no earlier checkpoint exists".to_string(),
+        };
+        return Err(e.context(format!(
+            "saving checkpoint {tensors_file} in {} failed{}; {kept}",
+            dir.display(),
+            pipeline::atomic::free_space_note(dir)
+        )));
+    }
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
         let name = p
