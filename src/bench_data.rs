@@ -37,6 +37,13 @@ struct DataResult {
     cpu_utilisation: f64,
     /// Mean time per sample in each stage, summed over workers.
     stages: Stages,
+    /// Opening the dataset (manifest, shards or the folder scan), seconds.
+    open_s: f64,
+    /// From the loader's creation (sampler included) to its first batch, seconds.
+    first_batch_s: f64,
+    /// Files and memory maps this process held while loading.
+    open_files: Option<usize>,
+    memory_maps: Option<usize>,
     torchvision_images_per_s: Option<f64>,
     speedup_vs_torchvision: Option<f64>,
 }
@@ -72,7 +79,9 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
     if args.batch == 0 || args.seconds <= 0.0 {
         bail!("--batch and --seconds must be positive");
     }
+    let t_open = Instant::now();
     let dataset: Arc<dyn pipeline::Dataset> = Arc::from(open_dataset(&data, &args.split)?);
+    let open_s = t_open.elapsed().as_secs_f64();
     eprintln!("{}", dataset.describe());
     let masks = matches!(preset, Preset::Dinov2(_)).then(MaskConfig::default);
     let cfg = LoaderConfig {
@@ -90,10 +99,12 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
     let storages: Vec<Box<dyn BatchStorage>> = (0..4)
         .map(|_| Box::new(VecStorage::for_preset(&preset, args.batch)) as Box<dyn BatchStorage>)
         .collect();
+    let t_first = Instant::now();
     let mut loader = Loader::new(dataset, cfg, storages)?;
     let times = loader.times.clone();
     let mut it = loader.epoch(0, 0)?;
     drop(it.next().context("the loader produced no batch")??);
+    let first_batch_s = t_first.elapsed().as_secs_f64();
     let snapshot = |t: &pipeline::loader::StageTimes| {
         [
             &t.read, &t.decode, &t.augment, &t.collate, &t.samples, &t.bytes,
@@ -110,6 +121,13 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let after = snapshot(&times);
+    let count = |dir: &str| std::fs::read_dir(dir).ok().map(|d| d.count());
+    let (open_files, memory_maps) = (
+        count("/proc/self/fd"),
+        std::fs::read_to_string("/proc/self/maps")
+            .ok()
+            .map(|m| m.lines().count()),
+    );
     drop(it);
     let d: Vec<f64> = after
         .iter()
@@ -138,6 +156,10 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
         },
         torchvision_images_per_s: None,
         speedup_vs_torchvision: None,
+        open_s,
+        first_batch_s,
+        open_files,
+        memory_maps,
     };
     if args.compare {
         let root = if data.join(&args.split).is_dir() {

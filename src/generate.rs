@@ -25,12 +25,22 @@ pub struct GenerateArgs {
     pub val_layout: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Mean image width and height in pixels (sizes vary ±30 % around them; ImageNet's
+    /// are about 400 x 350).
+    #[arg(long, default_value_t = 400)]
+    pub mean_width: u32,
+    #[arg(long, default_value_t = 350)]
+    pub mean_height: u32,
 }
 
 pub fn run(a: GenerateArgs) -> Result<ExitCode> {
     ensure!(
         a.classes > 0 && a.train_per_class > 0,
         "--classes and --train-per-class must be positive"
+    );
+    ensure!(
+        a.mean_width >= 16 && a.mean_height >= 16,
+        "--mean-width and --mean-height must be at least 16"
     );
     let val_layout = match a.val_layout.as_str() {
         "folders" => ValLayout::Folders,
@@ -43,6 +53,8 @@ pub fn run(a: GenerateArgs) -> Result<ExitCode> {
         val_per_class: a.val_per_class,
         val_layout,
         seed: a.seed,
+        mean_width: a.mean_width,
+        mean_height: a.mean_height,
         ..SynthSpec::default()
     };
     generate_cached(&a.out, &spec)?;
