@@ -103,6 +103,9 @@ fn list_images(input: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Named tensors, as a weights file holds them.
+type Tensors = Vec<(String, Tensor)>;
+
 /// The backbone tensors of a weights file: with `select` / `strip_prefix`, the keys they give
 /// (taken as they are); without, the backbone found automatically, with the report of the
 /// choice.
@@ -110,7 +113,7 @@ fn backbone_tensors(
     weights: &Path,
     select: Option<&str>,
     strip_prefix: Option<&str>,
-) -> Result<(Option<BackboneChoice>, Vec<(String, Tensor)>)> {
+) -> Result<(Option<BackboneChoice>, Tensors)> {
     if select.is_some() || strip_prefix.is_some() {
         let t = trainer::weights_io::read_tensors(weights, select, strip_prefix)?;
         return Ok((None, t));
