@@ -34,6 +34,9 @@ pub enum ConvertCommand {
     /// A checkpoint to safetensors with the official PyTorch key names and layouts: a PyTorch
     /// torch.save zip (flat or nested state dicts), a PASSL .pdparams (numpy pickle; `backbone.`
     /// prefix dropped, Linear weights transposed back), or a safetensors file (to select/rename).
+    /// Every tensor is converted; the backbone found (the ViT under the prefix of a `cls_token`,
+    /// teacher preferred over student), the other groups and the non-tensor entries left out
+    /// (key and type) are printed. --backbone writes the backbone alone, with the hub key names.
     Weights {
         /// The checkpoint (.pth / .pt / .pdparams / .safetensors).
         input: PathBuf,
@@ -46,6 +49,11 @@ pub enum ConvertCommand {
         /// Then remove this prefix from the keys where present (e.g. `backbone.`).
         #[arg(long)]
         strip_prefix: Option<String>,
+        /// Write only the backbone, with the hub key names (`cls_token`, `blocks.0...`): found
+        /// automatically (teacher preferred over student); heads, the other backbone and the
+        /// optimizer state are left out and listed.
+        #[arg(long)]
+        backbone: bool,
     },
     /// Any class-per-subfolder tree (jpg/jpeg/png, case-insensitive) into shards, as one split.
     Folder {
@@ -156,20 +164,16 @@ pub fn run(cmd: ConvertCommand) -> Result<ExitCode> {
             output,
             select,
             strip_prefix,
+            backbone,
         } => {
             let s = converters::weights::convert_weights(
                 &input,
                 &output,
                 select.as_deref(),
                 strip_prefix.as_deref(),
+                backbone,
             )?;
-            println!(
-                "wrote {}: {} tensors, {} parameters, {:.1} MB",
-                output.display(),
-                s.tensors,
-                s.parameters,
-                s.bytes as f64 / 1e6
-            );
+            print_weights_summary(&output, &s);
             return Ok(ExitCode::SUCCESS);
         }
         ConvertCommand::Imagenet {
@@ -209,6 +213,56 @@ pub fn run(cmd: ConvertCommand) -> Result<ExitCode> {
         print_summary(&args, &summary);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `convert weights` wrote, the backbone it found, the other groups, the non-tensor
+/// entries it left out.
+fn print_weights_summary(output: &std::path::Path, s: &converters::weights::WeightsSummary) {
+    println!(
+        "wrote {}: {} tensors, {} parameters, {:.1} MB",
+        output.display(),
+        s.tensors,
+        s.parameters,
+        s.bytes as f64 / 1e6
+    );
+    match &s.backbone {
+        Some(c) => {
+            let at = if c.prefix.is_empty() {
+                "at the top level".to_string()
+            } else {
+                format!("under {:?}", c.prefix)
+            };
+            let groups: Vec<String> = c.left_out.iter().map(|g| g.describe()).collect();
+            if s.backbone_only {
+                println!(
+                    "  backbone: {} tensors {at}, written with the hub key names",
+                    c.tensors
+                );
+                if !groups.is_empty() {
+                    println!("  left out: {}", groups.join(", "));
+                }
+            } else {
+                println!("  backbone: {} tensors {at}", c.tensors);
+                if !groups.is_empty() {
+                    println!(
+                        "  other groups (converted too; --backbone writes the backbone alone): {}",
+                        groups.join(", ")
+                    );
+                }
+            }
+        }
+        None => println!("  no backbone found (no `cls_token`)"),
+    }
+    if !s.skipped.is_empty() {
+        println!("  left out, not tensors ({}):", s.skipped.len());
+        const SHOWN: usize = 20;
+        for (key, ty) in s.skipped.iter().take(SHOWN) {
+            println!("    {key}: {ty}");
+        }
+        if s.skipped.len() > SHOWN {
+            println!("    ... and {} more", s.skipped.len() - SHOWN);
+        }
+    }
 }
 
 fn print_summary(args: &ConvertArgs, s: &ConvertSummary) {

@@ -11,11 +11,15 @@ use pipeline::presets::Preset;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tch::{Device, Kind, Tensor, nn};
+use trainer::weights_io::BackboneChoice;
 
 #[derive(Args)]
 pub struct FeaturesArgs {
-    /// Backbone weights: .safetensors, PyTorch .pth/.pt (official hub files, training
-    /// checkpoints with --select), or PASSL .pdparams.
+    /// Weights: any checkpoint PASSL or dinov2 writes, as is: .safetensors, PyTorch .pth/.pt
+    /// (hub backbones, linear checkpoints, training checkpoints) or PASSL .pdparams. The
+    /// backbone is found automatically (the ViT under the prefix of a `cls_token`, teacher
+    /// preferred over student); what is left out (heads, the other backbone, optimizer state)
+    /// is reported. --select / --strip-prefix override the choice.
     #[arg(long)]
     pub weights: PathBuf,
     /// vit_small, vit_base, vit_large or vit_giant2 (checked against the weights; default:
@@ -26,10 +30,12 @@ pub struct FeaturesArgs {
     /// not stored in the weights).
     #[arg(long)]
     pub num_heads: Option<i64>,
-    /// Keep one nested group of the checkpoint (e.g. `teacher`) before --strip-prefix.
+    /// Instead of finding the backbone automatically: keep one nested group of the checkpoint
+    /// (e.g. `teacher`, or `backbone` of a .pdparams) before --strip-prefix; the keys are
+    /// then loaded as they are.
     #[arg(long)]
     pub select: Option<String>,
-    /// Remove this prefix from the keys (e.g. `backbone.`).
+    /// Remove this prefix from the keys (e.g. `backbone.`); overrides the automatic choice.
     #[arg(long)]
     pub strip_prefix: Option<String>,
     /// An image, or a directory searched recursively for .jpg/.jpeg/.png (sorted paths).
@@ -97,7 +103,27 @@ fn list_images(input: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Builds the backbone described by a weights file and loads it strictly.
+/// Named tensors, as a weights file holds them.
+type Tensors = Vec<(String, Tensor)>;
+
+/// The backbone tensors of a weights file: with `select` / `strip_prefix`, the keys they give
+/// (taken as they are); without, the backbone found automatically, with the report of the
+/// choice.
+fn backbone_tensors(
+    weights: &Path,
+    select: Option<&str>,
+    strip_prefix: Option<&str>,
+) -> Result<(Option<BackboneChoice>, Tensors)> {
+    if select.is_some() || strip_prefix.is_some() {
+        let t = trainer::weights_io::read_tensors(weights, select, strip_prefix)?;
+        return Ok((None, t));
+    }
+    let (choice, t) = trainer::weights_io::read_backbone(weights)?;
+    Ok((Some(choice), t))
+}
+
+/// Builds the backbone described by a weights file and loads it strictly; returns the report
+/// of the automatic choice of the backbone (`None` with `select` / `strip_prefix`).
 pub fn load_backbone(
     weights: &Path,
     arch: Option<&str>,
@@ -105,8 +131,8 @@ pub fn load_backbone(
     select: Option<&str>,
     strip_prefix: Option<&str>,
     device: Device,
-) -> Result<(nn::VarStore, DinoVisionTransformer)> {
-    let tensors = trainer::weights_io::read_tensors(weights, select, strip_prefix)?;
+) -> Result<(nn::VarStore, DinoVisionTransformer, Option<BackboneChoice>)> {
+    let (choice, tensors) = backbone_tensors(weights, select, strip_prefix)?;
     let shapes = tensors.iter().map(|(k, t)| (k.clone(), t.size())).collect();
     let mut config =
         VitConfig::infer(&shapes, arch).with_context(|| format!("{}", weights.display()))?;
@@ -117,7 +143,7 @@ pub fn load_backbone(
     let vs = nn::VarStore::new(device);
     let vit = DinoVisionTransformer::new(vs.root(), &config)?;
     model::weights::load_state_dict(&vs, tensors, true, &weights.display().to_string())?;
-    Ok((vs, vit))
+    Ok((vs, vit, choice))
 }
 
 pub fn run(a: FeaturesArgs) -> Result<ExitCode> {
@@ -136,7 +162,7 @@ pub fn run(a: FeaturesArgs) -> Result<ExitCode> {
         "--out must end in .safetensors or .npy, got {}",
         a.out.display()
     );
-    let (_vs, vit) = load_backbone(
+    let (_vs, vit, choice) = load_backbone(
         &a.weights,
         a.arch.as_deref(),
         a.num_heads,
@@ -144,6 +170,9 @@ pub fn run(a: FeaturesArgs) -> Result<ExitCode> {
         a.strip_prefix.as_deref(),
         device,
     )?;
+    if let Some(c) = &choice {
+        println!("weights {}: {}", a.weights.display(), c.describe());
+    }
     let p = vit.config.patch_size as usize;
     ensure!(
         a.crop.is_multiple_of(p),

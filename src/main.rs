@@ -59,8 +59,10 @@ enum Command {
     /// Benchmarks, each against its baseline in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// CLS / patch / register features of images with a pretrained backbone (official .pth,
-    /// PASSL .pdparams or safetensors), after the evaluation transform (resize 256, crop 224).
+    /// CLS / patch / register features of images with a pretrained backbone from any checkpoint
+    /// PASSL or dinov2 writes (hub .pth, PASSL .pdparams with its head, training checkpoints,
+    /// safetensors; the backbone found automatically, what is left out reported), after the
+    /// evaluation transform (resize 256, crop 224).
     Features(features::FeaturesArgs),
     /// Train from a YAML config (PASSL's layout): a linear probe of a frozen backbone (PASSL's
     /// single head or dinov2's grid of classifiers) with evaluation, k-NN, checkpoints and

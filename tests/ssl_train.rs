@@ -92,3 +92,54 @@ fn pretraining_resumes_bit_identically() {
         "32"
     ]);
 }
+
+/// `student.pretrained_weights` takes one of our training checkpoints as is: the teacher's
+/// backbone is used, the student, heads, optimizer state and loss buffers are left out and
+/// reported.
+#[test]
+fn pretraining_starts_from_a_training_checkpoint() {
+    let dir = scratch("ssl_train_pretrained");
+    let spec = SynthSpec {
+        classes: 2,
+        train_per_class: 8,
+        val_per_class: 0,
+        mean_width: 60,
+        mean_height: 50,
+        ..SynthSpec::default()
+    };
+    generate(&dir.join("tree"), &spec).unwrap();
+    let first = dir.join("first");
+    run(&dir, &first, &["-o", "train.max_iterations=5"]);
+    let ckpt = std::fs::read_dir(first.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .expect("a training checkpoint");
+
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny_ssl_cpu.yaml");
+    let second = dir.join("second");
+    let mut a: Vec<std::ffi::OsString> = vec!["train".into(), "-c".into(), config.into()];
+    for o in [
+        format!("train.dataset_path={}", dir.join("tree").display()),
+        format!("train.output_dir={}", second.display()),
+        format!("student.pretrained_weights={}", ckpt.display()),
+        "train.batch_size_per_gpu=8".into(),
+        "train.OFFICIAL_EPOCH_LENGTH=5".into(),
+        "train.max_iterations=1".into(),
+    ] {
+        a.push("-o".into());
+        a.push(o.into());
+    }
+    let out = output(dinov2().args(&a));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for needle in [
+        format!("student initialised from {}", ckpt.display()),
+        "backbone: 63 tensors under \"teacher.backbone.\"; left out:".into(),
+        "student (71 tensors)".into(),
+        "teacher.dino_head (8 tensors)".into(),
+        "63 of the model's".into(),
+    ] {
+        assert!(err.contains(&needle), "{needle:?} not in {err}");
+    }
+}

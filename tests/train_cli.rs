@@ -145,3 +145,35 @@ fn config_mistakes_name_the_key() {
         "{err}"
     );
 }
+
+/// PASSL's convention: `Global.pretrained_model` names a `.pdparams` without its suffix; the
+/// released files hold the backbone and the probe head. The backbone is loaded, the head left
+/// out and reported.
+#[test]
+fn pretrained_model_takes_a_passl_pdparams_with_its_head() {
+    // Its own data set: `data()` recreates the directory another test is using.
+    let d = small_arrow_set("train_cli_pretrained", 6, 8, 4);
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/passl_vit_tiny.pdparams");
+    let weights = d.join("pretrained");
+    std::fs::create_dir_all(&weights).unwrap();
+    std::fs::copy(&fixture, weights.join("passl_vit_tiny.pdparams")).unwrap();
+    for (name, given) in [
+        ("no_suffix", weights.join("passl_vit_tiny")),
+        ("suffix", weights.join("passl_vit_tiny.pdparams")),
+    ] {
+        let mut a = train_args(&d, &d.join(name), 1);
+        a.push("-o".into());
+        a.push(format!("Global.pretrained_model={}", given.display()).into());
+        let out = output(dinov2().args(&a));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{} (backbone: 35 tensors at the top level; left out: linear (2 tensors))",
+                weights.join("passl_vit_tiny.pdparams").display()
+            )),
+            "{err}"
+        );
+    }
+}

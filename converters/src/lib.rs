@@ -2,6 +2,7 @@
 //! Shards are written under temporary names and renamed when complete, so partial output
 //! never looks complete; see [`convert`] for resumption.
 
+pub mod backbone;
 pub mod convert;
 pub mod imagenet;
 pub mod numpy;

@@ -8,7 +8,7 @@
 
 use crate::numpy;
 use crate::pickle::{Value, dict_leaves, unpickle};
-use crate::tensor::RawTensor;
+use crate::tensor::{Entries, RawTensor};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
@@ -21,6 +21,11 @@ const SPLIT_KEY: &str = "UnpackBigParamInfor@@";
 /// file's order. Plain Python values (ints, strings) are skipped; an object that is not a
 /// numpy array (an unknown class) is an error.
 pub fn read_pdparams(path: &Path) -> Result<Vec<(String, RawTensor)>> {
+    Ok(read_pdparams_entries(path)?.tensors)
+}
+
+/// [`read_pdparams`], with the plain Python values it skips (key and type).
+pub fn read_pdparams_entries(path: &Path) -> Result<Entries> {
     let ctx = || format!("reading PaddlePaddle checkpoint {}", path.display());
     let bytes = std::fs::read(path).with_context(ctx)?;
     let root = unpickle(&bytes)
@@ -48,7 +53,7 @@ pub fn read_pdparams(path: &Path) -> Result<Vec<(String, RawTensor)>> {
     items
         .borrow_mut()
         .retain(|(k, _)| k.as_str() != Some(PARAM_NAMES_KEY));
-    let mut out = Vec::new();
+    let mut out = Entries::default();
     for (name, v) in dict_leaves(&root).with_context(ctx)? {
         // Tensors inside nested dicts are `(internal name, ndarray)` tuples.
         let array = match v.items().as_deref() {
@@ -58,13 +63,13 @@ pub fn read_pdparams(path: &Path) -> Result<Vec<(String, RawTensor)>> {
         let tensor = numpy::to_tensor(&array)
             .with_context(|| format!("{}: entry {name:?}", path.display()))?;
         match (tensor, &array) {
-            (Some(t), _) => out.push((name, t)),
+            (Some(t), _) => out.tensors.push((name, t)),
             (None, Value::Object(_) | Value::Global(..) | Value::Persistent(_)) => bail!(
                 "{}: entry {name:?} is {}, not a numpy array",
                 path.display(),
                 array.describe()
             ),
-            (None, _) => {}
+            (None, _) => out.skipped.push((name, array.describe())),
         }
     }
     Ok(out)

@@ -37,6 +37,15 @@ pub struct RawTensor {
     pub data: Vec<u8>,
 }
 
+/// What a checkpoint reader found: the tensors by (dotted) name in the file's order, and the
+/// entries that are not tensors (ints, argparse namespaces, pickled callables ...) as
+/// `(name, type description)`, which are left out.
+#[derive(Debug, Clone, Default)]
+pub struct Entries {
+    pub tensors: Vec<(String, RawTensor)>,
+    pub skipped: Vec<(String, String)>,
+}
+
 /// Number of elements of `shape`, or an error if it overflows.
 pub fn numel(shape: &[usize]) -> Result<usize> {
     shape

@@ -5,7 +5,7 @@
 //! Other values (ints, argparse namespaces, optimizer state classes) are skipped.
 
 use crate::pickle::{Value, dict_leaves, unpickle, usize_list};
-use crate::tensor::{DType, RawTensor};
+use crate::tensor::{DType, Entries, RawTensor};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use std::collections::HashMap;
 use std::io::Read;
@@ -78,6 +78,12 @@ fn tensor_ref(v: &Value) -> Result<Option<TensorRef>> {
 
 /// All tensors of a `torch.save` file, by dotted path, in the file's order.
 pub fn read_torch_checkpoint(path: &Path) -> Result<Vec<(String, RawTensor)>> {
+    Ok(read_torch_entries(path)?.tensors)
+}
+
+/// All tensors of a `torch.save` file, by dotted path, in the file's order, and the entries
+/// that are not tensors (key and type), which are skipped.
+pub fn read_torch_entries(path: &Path) -> Result<Entries> {
     let ctx = || format!("reading PyTorch checkpoint {}", path.display());
     let file = std::fs::File::open(path).with_context(ctx)?;
     let mut zip = zip::ZipArchive::new(file)
@@ -108,7 +114,7 @@ pub fn read_torch_checkpoint(path: &Path) -> Result<Vec<(String, RawTensor)>> {
     }
     let root = unpickle(&read(&mut zip, &pkl_name).with_context(ctx)?).with_context(ctx)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut out = Vec::new();
+    let mut out = Entries::default();
     for (name, v) in dict_leaves(&root).with_context(ctx)? {
         let mut tensor = || -> Result<Option<RawTensor>> {
             let Some(t) = tensor_ref(&v)? else {
@@ -121,8 +127,9 @@ pub fn read_torch_checkpoint(path: &Path) -> Result<Vec<(String, RawTensor)>> {
             let storage = &storages[&t.key];
             RawTensor::from_strided(t.dtype, &t.shape, &t.stride, t.offset, storage).map(Some)
         };
-        if let Some(t) = tensor().with_context(|| format!("{}: tensor {name}", path.display()))? {
-            out.push((name, t));
+        match tensor().with_context(|| format!("{}: tensor {name}", path.display()))? {
+            Some(t) => out.tensors.push((name, t)),
+            None => out.skipped.push((name, v.describe())),
         }
     }
     Ok(out)

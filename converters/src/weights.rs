@@ -1,8 +1,9 @@
 //! `dinov2 convert weights`: checkpoints to safetensors, all in Rust.
 
-use crate::pdparams::{BACKBONE_GROUP, passl_to_torch, read_pdparams};
-use crate::tensor::{DType, RawTensor};
-use crate::torch_checkpoint::read_torch_checkpoint;
+use crate::backbone::{BackboneChoice, split_backbone};
+use crate::pdparams::{BACKBONE_GROUP, passl_to_torch, read_pdparams_entries};
+use crate::tensor::{DType, Entries, RawTensor};
+use crate::torch_checkpoint::read_torch_entries;
 use anyhow::{Context, Result, bail};
 use safetensors::Dtype;
 use std::path::Path;
@@ -13,6 +14,12 @@ pub struct WeightsSummary {
     pub tensors: usize,
     pub parameters: u64,
     pub bytes: u64,
+    /// The backbone found among the tensors read (`None` when there is no `cls_token`).
+    pub backbone: Option<BackboneChoice>,
+    /// Whether only the backbone was written (with the hub key names).
+    pub backbone_only: bool,
+    /// Entries of the checkpoint that are not tensors, left out: `(key, type)`.
+    pub skipped: Vec<(String, String)>,
 }
 
 fn st_dtype(d: DType) -> Dtype {
@@ -42,23 +49,42 @@ pub fn read_weights(
     select: Option<&str>,
     strip_prefix: Option<&str>,
 ) -> Result<Vec<(String, RawTensor)>> {
+    Ok(read_entries(input, select, strip_prefix)?.tensors)
+}
+
+/// [`read_weights`], with the entries that are not tensors (key and type), which are skipped.
+pub fn read_entries(
+    input: &Path,
+    select: Option<&str>,
+    strip_prefix: Option<&str>,
+) -> Result<Entries> {
     let ext = input
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let (mut tensors, default_group) = if ext == "pdparams" {
-        let mapped = read_pdparams(input)?
+    let (mut entries, default_group) = if ext == "pdparams" {
+        let mut e = read_pdparams_entries(input)?;
+        e.tensors = e
+            .tensors
             .into_iter()
             .map(|(n, t)| passl_to_torch(n, t))
             .collect::<Result<Vec<_>>>()
             .with_context(|| format!("mapping {}", input.display()))?;
-        (mapped, Some(BACKBONE_GROUP))
+        (e, Some(BACKBONE_GROUP))
     } else if ext == "safetensors" {
-        (read_safetensors(input)?, None)
+        let tensors = read_safetensors(input)?;
+        (
+            Entries {
+                tensors,
+                skipped: Vec::new(),
+            },
+            None,
+        )
     } else {
-        (read_torch_checkpoint(input)?, None)
+        (read_torch_entries(input)?, None)
     };
+    let tensors = &mut entries.tensors;
     if let Some(sel) = select {
         let p = format!("{sel}.");
         let before = tensors.len();
@@ -69,33 +95,33 @@ pub fn read_weights(
                 input.display()
             );
         }
-        for (n, _) in &mut tensors {
+        for (n, _) in tensors.iter_mut() {
             *n = n[p.len()..].to_string();
         }
     } else if let Some(group) = default_group {
         let p = format!("{group}.");
-        for (n, _) in &mut tensors {
+        for (n, _) in tensors.iter_mut() {
             if let Some(rest) = n.strip_prefix(&p) {
                 *n = rest.to_string();
             }
         }
     }
     if let Some(strip) = strip_prefix {
-        for (n, _) in &mut tensors {
+        for (n, _) in tensors.iter_mut() {
             if let Some(rest) = n.strip_prefix(strip) {
                 *n = rest.to_string();
             }
         }
     }
     let mut seen = std::collections::HashSet::new();
-    for (n, _) in &tensors {
+    for (n, _) in tensors.iter() {
         if !seen.insert(n.clone()) {
             bail!(
                 "two tensors would both be named {n:?}; choose --select / --strip-prefix differently"
             );
         }
     }
-    Ok(tensors)
+    Ok(entries)
 }
 
 /// All tensors of a safetensors file, in the file's order.
@@ -133,14 +159,33 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, RawTensor)>> {
     Ok(out)
 }
 
-/// Converts a checkpoint ([`read_weights`]) to safetensors, atomically.
+/// The backbone of a checkpoint ([`crate::backbone::split_backbone`] over all its tensors,
+/// as [`read_entries`] names them with nothing selected), keys without the backbone's prefix,
+/// and the report of what was left out.
+pub fn read_backbone(input: &Path) -> Result<(BackboneChoice, Vec<(String, RawTensor)>)> {
+    let e = read_entries(input, None, None)?;
+    split_backbone(e.tensors, &e.skipped).with_context(|| format!("{}", input.display()))
+}
+
+/// Converts a checkpoint ([`read_entries`]) to safetensors, atomically: every tensor, or with
+/// `backbone_only` the backbone alone with the hub key names. Non-tensor entries are left out
+/// (listed in the summary, as are the backbone found and the other groups of tensors).
 pub fn convert_weights(
     input: &Path,
     output: &Path,
     select: Option<&str>,
     strip_prefix: Option<&str>,
+    backbone_only: bool,
 ) -> Result<WeightsSummary> {
-    let tensors = read_weights(input, select, strip_prefix)?;
+    let Entries { tensors, skipped } = read_entries(input, select, strip_prefix)?;
+    let (backbone, tensors) = if backbone_only {
+        let (c, kept) = split_backbone(tensors, &[])
+            .with_context(|| format!("{}: --backbone", input.display()))?;
+        (Some(c), kept)
+    } else {
+        let names: Vec<(String, ())> = tensors.iter().map(|(n, _)| (n.clone(), ())).collect();
+        (split_backbone(names, &[]).ok().map(|(c, _)| c), tensors)
+    };
     let views = tensors
         .iter()
         .map(|(n, t)| {
@@ -161,5 +206,8 @@ pub fn convert_weights(
             .map(|(_, t)| t.shape.iter().product::<usize>() as u64)
             .sum(),
         bytes: std::fs::metadata(output)?.len(),
+        backbone,
+        backbone_only,
+        skipped,
     })
 }

@@ -10,6 +10,10 @@ use tch::{Tensor, nn};
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct LoadReport {
     pub loaded: usize,
+    /// Variables of the model.
+    pub model_tensors: usize,
+    /// Variables found in the file with the right shape.
+    pub matched: usize,
     /// In the model, not in the file.
     pub missing: Vec<String>,
     /// In the file, not in the model.
@@ -27,7 +31,13 @@ impl LoadReport {
 
     /// A multi-line description, at most `limit` keys of each kind.
     pub fn describe(&self, limit: usize) -> String {
-        let mut s = format!("{} tensors loaded", self.loaded);
+        let mut s = format!(
+            "{} of the model's {} tensors match",
+            self.matched, self.model_tensors
+        );
+        if self.loaded > 0 {
+            s.push_str(&format!(", {} loaded", self.loaded));
+        }
         let list = |s: &mut String, what: &str, keys: Vec<String>| {
             if keys.is_empty() {
                 return;
@@ -60,6 +70,47 @@ impl LoadReport {
         );
         s
     }
+
+    /// What would help when the load is not clean.
+    pub fn hint(&self) -> Option<String> {
+        if self.is_clean() {
+            return None;
+        }
+        if !self.mismatched.is_empty() {
+            return Some(
+                "hint: a shape differs, so the file holds another architecture: check --arch / \
+                 --num-heads / Model.backbone (patch size, width, registers)"
+                    .into(),
+            );
+        }
+        if !self.missing.is_empty() {
+            return Some(format!(
+                "hint: the file lacks tensors the model needs; the backbone's keys are cls_token, \
+                 pos_embed, patch_embed.*, blocks.N.*, norm.* (found automatically when no \
+                 --select / --strip-prefix is given; otherwise e.g. `--select backbone` for a \
+                 PASSL .pdparams, `--select teacher --strip-prefix backbone.` for a training \
+                 checkpoint){}",
+                if self.matched == 0 {
+                    "; none of the model's keys is in the file"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let mut groups: Vec<&str> = self
+            .unexpected
+            .iter()
+            .map(|k| k.split('.').next().unwrap_or(k))
+            .collect();
+        groups.dedup();
+        Some(format!(
+            "hint: the unexpected tensors (under {}) look like a head or another model next to \
+             the backbone: they are left out automatically when no --select / --strip-prefix is \
+             given; with them, choose the backbone alone (e.g. `--select backbone` for a PASSL \
+             .pdparams)",
+            groups.join(", ")
+        ))
+    }
 }
 
 /// `blocks.<chunk>.<i>.rest` (block_chunks > 0 training checkpoints) -> `blocks.<i>.rest`.
@@ -80,7 +131,10 @@ pub fn load_state_dict(
     source: &str,
 ) -> Result<LoadReport> {
     let vars = vs.variables();
-    let mut report = LoadReport::default();
+    let mut report = LoadReport {
+        model_tensors: vars.len(),
+        ..LoadReport::default()
+    };
     let mut file: HashMap<String, Tensor> = HashMap::new();
     for (k, t) in tensors {
         let key = if vars.contains_key(&k) {
@@ -104,12 +158,14 @@ pub fn load_state_dict(
             Some(t) => pairs.push((v.shallow_clone(), t)),
         }
     }
+    report.matched = pairs.len();
     report.unexpected = file.into_keys().collect();
     report.unexpected.sort();
     if strict && !report.is_clean() {
         bail!(
-            "{source} does not match the model:\n{}",
-            report.describe(20)
+            "{source} does not match the model:\n{}\n{}",
+            report.describe(20),
+            report.hint().unwrap_or_default()
         );
     }
     tch::no_grad(|| {

@@ -1,7 +1,7 @@
 //! The frozen or trainable backbone a run uses: built from a released architecture or a custom
 //! size, then (optionally) loaded strictly from pretrained weights.
 
-use crate::weights_io::{backbone_tensors, read_tensors, resolve_weights_path};
+use crate::weights_io::{read_backbone, resolve_weights_path};
 use anyhow::{Context, Result};
 use model::{DinoVisionTransformer, FfnLayer, VitConfig};
 use std::path::PathBuf;
@@ -67,24 +67,14 @@ pub fn build_backbone(
     let mut what = "random initialisation".to_string();
     if let Some(w) = &spec.weights {
         let path = resolve_weights_path(w)?;
-        let (prefix, tensors) = backbone_tensors(read_tensors(&path, None, None)?)
-            .with_context(|| format!("{}", path.display()))?;
+        let (choice, tensors) = read_backbone(&path)?;
         let shapes = tensors.iter().map(|(k, t)| (k.clone(), t.size())).collect();
         let mut inferred = VitConfig::infer(&shapes, spec.arch.as_deref())
             .with_context(|| format!("{}", path.display()))?;
         inferred.num_heads = config.num_heads;
         inferred.validate()?;
         config = inferred;
-        what = format!(
-            "{} ({} tensors{})",
-            path.display(),
-            tensors.len(),
-            if prefix.is_empty() {
-                String::new()
-            } else {
-                format!(" under {prefix:?}")
-            }
-        );
+        what = format!("{} ({})", path.display(), choice.describe());
         loaded = Some((path, tensors));
     }
     let vs = nn::VarStore::new(device);

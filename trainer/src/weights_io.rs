@@ -2,6 +2,7 @@
 //! .pth/.pt, PASSL .pdparams), and finding the backbone inside a checkpoint.
 
 use anyhow::{Context, Result, bail};
+pub use converters::backbone::BackboneChoice;
 use converters::tensor::{DType, RawTensor};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -65,25 +66,20 @@ pub fn resolve_weights_path(path: &Path) -> Result<PathBuf> {
     )
 }
 
-/// The backbone's tensors inside a checkpoint: the keys under the prefix of its `cls_token`
-/// (none for hub files; `backbone.`; `teacher.backbone.` preferred over `student.backbone.`
-/// in training checkpoints), prefix removed. Returns the prefix used.
-pub fn backbone_tensors(tensors: Vec<(String, Tensor)>) -> Result<(String, Vec<(String, Tensor)>)> {
-    let mut prefixes: Vec<String> = tensors
+/// The backbone inside any checkpoint (hub file, PASSL `.pdparams` with its head, training
+/// checkpoint, safetensors export): the ViT's tensors under the prefix of a `cls_token`
+/// (`teacher` preferred over `student`), prefix removed, as tch tensors, and the report of the
+/// choice (the prefix, what was left out by group, non-tensor entries included).
+pub fn read_backbone(path: &Path) -> Result<(BackboneChoice, Vec<(String, Tensor)>)> {
+    let (choice, raw) = converters::weights::read_backbone(path)?;
+    let tensors = raw
         .iter()
-        .filter_map(|(k, _)| k.strip_suffix("cls_token").map(str::to_string))
-        .filter(|p| p.is_empty() || p.ends_with('.'))
-        .collect();
-    prefixes.sort_by_key(|p| (!p.starts_with("teacher"), p.len()));
-    let Some(prefix) = prefixes.first().cloned() else {
-        bail!(
-            "no backbone in the checkpoint: no `cls_token` among its {} tensors",
-            tensors.len()
-        );
-    };
-    let kept = tensors
-        .into_iter()
-        .filter_map(|(k, t)| k.strip_prefix(prefix.as_str()).map(|r| (r.to_string(), t)))
-        .collect();
-    Ok((prefix, kept))
+        .map(|(n, t)| {
+            Ok((
+                n.clone(),
+                to_tensor(t).with_context(|| format!("{}: tensor {n}", path.display()))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((choice, tensors))
 }

@@ -460,8 +460,7 @@ pub fn run(
     if !c.student.pretrained_weights.is_empty() {
         // dinov2 loads `chkpt["model"]` with strict=False; ours: a backbone found in the file.
         let w = crate::weights_io::resolve_weights_path(Path::new(&c.student.pretrained_weights))?;
-        let (_, t) =
-            crate::weights_io::backbone_tensors(crate::weights_io::read_tensors(&w, None, None)?)?;
+        let (choice, t) = crate::weights_io::read_backbone(&w)?;
         let t: Vec<_> = t
             .into_iter()
             .map(|(k, v)| (format!("backbone.{k}"), v))
@@ -471,8 +470,9 @@ pub fn run(
         arch.teacher_vs.copy(&arch.student_vs)?;
         if main {
             eprintln!(
-                "student initialised from {}: {}",
+                "student initialised from {} ({}): {}",
                 w.display(),
+                choice.describe(),
                 r.describe(5)
             );
         }
