@@ -196,6 +196,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         .is_main()
         .then(|| DirLock::acquire(&s.out_dir, "dinov2 train (probe)"))
         .transpose()?;
+    if _lock.is_some() {
+        pipeline::atomic::remove_stale_temps(&s.out_dir)?;
+    }
     if dist.is_main() {
         cfg.write_resolved(&s.out_dir)?;
         eprintln!("run directory: {}", s.out_dir.display());
@@ -243,6 +246,9 @@ fn pretrain(a: TrainArgs) -> Result<ExitCode> {
         .is_main()
         .then(|| DirLock::acquire(&out, "dinov2 train (pretraining)"))
         .transpose()?;
+    if _lock.is_some() {
+        pipeline::atomic::remove_stale_temps(&out)?;
+    }
     if dist.is_main() {
         trainer::config::write_resolved_as(&cfg, &out)?;
         eprintln!("run directory: {}", out.display());

@@ -65,7 +65,9 @@ fn all_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn run_outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = all_files(dir)
         .into_iter()
-        .filter(|(k, _)| k.ends_with(".safetensors") || k.ends_with("latest.json"))
+        .filter(|(k, _)| {
+            k.ends_with(".safetensors") || k.ends_with("latest.json") || k.ends_with(".tmp")
+        })
         .collect();
     let metrics = serde_json::to_vec(&metrics_without_timings(dir)).unwrap();
     out.insert("metrics.jsonl (without timings)".into(), metrics);

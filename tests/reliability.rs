@@ -11,9 +11,16 @@ use std::process::Command;
 
 /// A shell command line running `dinov2 ARGS` under `ulimit -v KB`.
 fn limited(kb: u64, args: &[&str]) -> Command {
+    limited_files(kb, 20000, args)
+}
+
+/// ... and `ulimit -n FILES`.
+fn limited_files(kb: u64, files: u64, args: &[&str]) -> Command {
     let mut c = Command::new("sh");
     c.arg("-c")
-        .arg(format!("ulimit -v {kb} && exec \"$0\" \"$@\""))
+        .arg(format!(
+            "ulimit -v {kb} && ulimit -n {files} && exec \"$0\" \"$@\""
+        ))
         .arg(env!("CARGO_BIN_EXE_dinov2"))
         .args(args);
     c
@@ -46,7 +53,7 @@ fn text(out: &std::process::Output) -> String {
 const LIMIT_KB: u64 = 4_000_000;
 
 #[test]
-fn lmdb_conversion_and_loading_work_under_an_address_space_limit() {
+fn lmdb_conversion_and_loading_work_under_address_space_and_file_limits() {
     let d = tree("rel_ulimit", 3, 20);
     let s = |p: PathBuf| p.display().to_string();
     let out = output(&mut limited(
@@ -60,11 +67,16 @@ fn lmdb_conversion_and_loading_work_under_an_address_space_limit() {
             &s(d.join("lmdb")),
             "--format",
             "lmdb",
+            "--shard-size",
+            "2",
         ],
     ));
     assert!(out.status.success(), "{}", text(&out));
-    let out = output(&mut limited(
+    // 30 shards, each an open file and a map while open, read with 24 open files at most:
+    // the loader keeps a quarter of that open and closes the least recently used.
+    let out = output(&mut limited_files(
         LIMIT_KB,
+        24,
         &[
             "bench",
             "data",

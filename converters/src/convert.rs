@@ -269,8 +269,9 @@ pub fn convert(plan: &SourcePlan, args: &ConvertArgs) -> Result<ConvertSummary> 
     })
 }
 
-/// Deletes shards left half-written by a killed run.
+/// Deletes shards and temporary files left half-written by a killed run.
 fn remove_partials(out: &Path) -> Result<()> {
+    pipeline::atomic::remove_stale_temps(out)?;
     for e in std::fs::read_dir(out).with_context(|| format!("listing {}", out.display()))? {
         let e = e?;
         if e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {

@@ -12,6 +12,32 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Whether `name` is a temporary name of [`temp_path`] or of the checkpoint writer
+/// (`NAME.<pid>.tmp`).
+pub fn is_temp_name(name: &str) -> bool {
+    name.strip_suffix(".tmp")
+        .and_then(|s| s.rsplit_once('.'))
+        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the temporary files a killed writer left in `dir` (call it holding the directory's
+/// lock, so no live writer's file goes). Returns how many.
+pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
+    let mut n = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    for e in entries {
+        let e = e?;
+        if is_temp_name(&e.file_name().to_string_lossy()) {
+            std::fs::remove_file(e.path())
+                .with_context(|| format!("removing {}", e.path().display()))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -71,6 +97,15 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1, "temporary file left behind: {names:?}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn temporary_names_are_recognised() {
+        let t = temp_path(Path::new("/x/.progress.json"));
+        assert!(is_temp_name(&t.file_name().unwrap().to_string_lossy()));
+        assert!(is_temp_name(".iter_6.safetensors.30611.tmp"));
+        assert!(!is_temp_name("notes.tmp"));
+        assert!(!is_temp_name("train-00000.lmdb"));
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub fn commit<S: serde::Serialize>(
     prefix: &str,
 ) -> Result<()> {
     let latest = dir.join("latest.json");
+    // Files a killed run left half-written (the run holds its directory's lock).
+    pipeline::atomic::remove_stale_temps(dir)?;
     let write = || -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         model::weights::save_safetensors(tensors, &dir.join(tensors_file))?;

@@ -13,6 +13,7 @@
 pub mod arrow;
 pub mod lmdb;
 pub mod manifest;
+pub mod open_shards;
 pub mod record;
 pub(crate) mod sharded;
 

@@ -2,11 +2,13 @@
 
 use super::arrow::ArrowShard;
 use super::lmdb::LmdbShard;
-use super::manifest::{Manifest, ShardFormat};
+use super::manifest::{Manifest, ShardEntry, ShardFormat};
+use super::open_shards::{OpenBudget, OpenShards};
 use super::record::Record;
 use crate::dataset::Dataset;
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 enum Shard {
     Lmdb(LmdbShard),
@@ -29,26 +31,62 @@ impl Shard {
     }
 }
 
-/// All shards of one split, indexed as one sequence of records.
+/// All shards of one split, indexed as one sequence of records. Shards open on first use,
+/// within the process's limits ([`OpenShards`]).
 pub struct ShardedDataset {
     dir: PathBuf,
     split: String,
     manifest: Manifest,
-    shards: Vec<Shard>,
+    entries: Vec<ShardEntry>,
+    open: OpenShards<Shard>,
     /// Cumulative record counts: shard `k` holds records `starts[k]..starts[k + 1]`.
     starts: Vec<u64>,
 }
 
 impl ShardedDataset {
-    /// Opens every shard of `split` in `dir`; each shard's record count must match the manifest.
+    /// Opens `split` in `dir`: every shard file must exist with the size the manifest records
+    /// (a cheap check of thousands of shards); a shard's record count is checked when it is
+    /// first opened.
     pub fn open(dir: &Path, split: &str) -> Result<Self> {
+        Self::open_within(dir, split, OpenBudget::from_limits())
+    }
+
+    /// [`open`](Self::open) with an explicit budget of open shards.
+    pub fn open_within(dir: &Path, split: &str, budget: OpenBudget) -> Result<Self> {
         let manifest = Manifest::load(dir)?;
         let entries = manifest.split(split)?.shards.clone();
-        let mut shards = Vec::with_capacity(entries.len());
         let mut starts = vec![0u64];
         for entry in &entries {
             let path = dir.join(&entry.file);
-            let shard = match manifest.shard_format {
+            let len = std::fs::metadata(&path)
+                .with_context(|| format!("shard {} of the manifest", path.display()))?
+                .len();
+            ensure!(
+                len == entry.bytes,
+                "{} is {len} bytes, the manifest says {}: the shard is truncated or replaced \
+                 (run `dinov2 shards verify {}`)",
+                path.display(),
+                entry.bytes,
+                dir.display()
+            );
+            starts.push(starts.last().unwrap() + entry.records);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            split: split.to_string(),
+            manifest,
+            entries,
+            open: OpenShards::new(budget),
+            starts,
+        })
+    }
+
+    /// Shard `k`, opened (and its record count checked) if it is not open.
+    fn shard(&self, k: usize) -> Result<Arc<Shard>> {
+        self.open.get(k, || {
+            let entry = &self.entries[k];
+            let path = self.dir.join(&entry.file);
+            let shard = match self.manifest.shard_format {
                 ShardFormat::Lmdb => Shard::Lmdb(LmdbShard::open(&path)?),
                 ShardFormat::Arrow => Shard::Arrow(ArrowShard::open(&path)?),
             };
@@ -59,18 +97,15 @@ impl ShardedDataset {
                 path.display(),
                 shard.len(),
                 entry.records,
-                dir.display()
+                self.dir.display()
             );
-            starts.push(starts.last().unwrap() + entry.records);
-            shards.push(shard);
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            split: split.to_string(),
-            manifest,
-            shards,
-            starts,
+            Ok((shard, entry.bytes))
         })
+    }
+
+    /// (shards open now, bytes they map, openings so far).
+    pub fn open_stats(&self) -> (usize, u64, u64) {
+        self.open.stats()
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -100,7 +135,7 @@ impl Dataset for ShardedDataset {
 
     fn get(&self, index: usize) -> Result<Record> {
         let (k, i) = self.locate(index)?;
-        let record = self.shards[k].get(i)?;
+        let record = self.shard(k)?.get(i)?;
         ensure!(
             (record.label as usize) < self.manifest.classes.len(),
             "{} record {i}: label {} is outside the {} classes",
