@@ -34,11 +34,14 @@ fn tree_of(dir: &Path, classes: usize, per_class: usize) {
     generate(&dir.join("tree"), &spec).unwrap();
 }
 
+/// A command line for an output directory.
+type ArgsFor = Box<dyn Fn(&Path) -> Vec<OsString>>;
+
 /// A job of the campaign: its arguments for an output directory, the flag that resumes it,
 /// and the files whose bytes must match (relative to the output directory).
 struct Job {
     name: &'static str,
-    args: Box<dyn Fn(&Path) -> Vec<OsString>>,
+    args: ArgsFor,
     resume: &'static [&'static str],
     compared: fn(&Path) -> BTreeMap<String, Vec<u8>>,
 }
@@ -264,7 +267,7 @@ fn probe_job(data: &Path) -> Job {
 #[test]
 fn kill_campaign_conversion() {
     let d = scratch("faults_kill_convert");
-    tree(&d, 24);
+    tree(&d, 100);
     let (kills, trials, same) = campaign(&d, &convert_job(&d), points(), 1);
     assert!(kills >= points() && same == trials);
 }

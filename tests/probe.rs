@@ -57,6 +57,7 @@ fn settings(data: &Path, out: &Path, epochs: u64) -> ProbeSettings {
         workers: 2,
         shuffle,
         drop_last: false,
+        bad_records: pipeline::bad_records::BadRecords::FAIL,
     };
     ProbeSettings {
         out_dir: out.to_path_buf(),

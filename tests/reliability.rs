@@ -99,7 +99,7 @@ fn lmdb_conversion_and_loading_work_under_address_space_and_file_limits() {
 fn claim_size(jpeg: &[u8], w: u16, h: u16) -> Vec<u8> {
     let mut b = jpeg.to_vec();
     let sof = (2..b.len() - 8)
-        .find(|&i| b[i] == 0xFF && matches!(b[i + 1], 0xC0 | 0xC1 | 0xC2))
+        .find(|&i| b[i] == 0xFF && matches!(b[i + 1], 0xC0..=0xC2))
         .expect("a frame header");
     b[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
     b[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
