@@ -9,7 +9,9 @@ memory comes from wait4(); wall time is measured around it. Standard library onl
 
     python3 bench/scale.py [--sizes 10000,50000,200000] [--workdir runs/scale] [--bin target/release/dinov2]
 
-Prints a Markdown table and writes WORKDIR/scale.json.
+Prints a Markdown table and writes WORKDIR/scale.json. Resident memory counts the shard pages
+a reader touched (file-backed, dropped by the kernel under pressure); the anonymous part is the
+process's own.
 """
 
 import argparse
@@ -80,6 +82,7 @@ def main():
                 "load_open_s": r["open_s"], "load_first_batch_s": r["first_batch_s"],
                 "load_images_per_s": r["images_per_s"], "load_peak_mb": rss,
                 "load_open_files": r["open_files"], "load_memory_maps": r["memory_maps"],
+                "load_anon_mb": r["rss_anon_mb"], "load_file_mb": r["rss_file_mb"],
             })
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -89,8 +92,9 @@ def main():
                                                  "cores": os.cpu_count()}, indent=1))
     print(f"\nulimit -n: soft {soft}, hard {hard}; {os.cpu_count()} cores\n")
     print("| records | format | convert µs/image | convert peak MB | shards | manifest KB "
-          "| loader open s | first batch s | load images/s | load peak MB | open files | maps |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| loader open s | first batch s | load images/s | load peak RSS MB | anonymous MB | file-backed MB "
+          "| open files | maps |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         for fmt in ["lmdb", "arrow", "folder"]:
             x = r[fmt]
@@ -98,7 +102,8 @@ def main():
                     f"| {x['manifest_kb']:.1f}") if "convert_s" in x else "– | – | – | –"
             print(f"| {r['records']:,} | {fmt} | {conv} | {x['load_open_s']:.3f} "
                   f"| {x['load_first_batch_s']:.3f} | {x['load_images_per_s']:.0f} "
-                  f"| {x['load_peak_mb']:.0f} | {x['load_open_files']} | {x['load_memory_maps']} |")
+                  f"| {x['load_peak_mb']:.0f} | {x['load_anon_mb']:.0f} | {x['load_file_mb']:.0f} "
+                  f"| {x['load_open_files']} | {x['load_memory_maps']} |")
 
 
 if __name__ == "__main__":

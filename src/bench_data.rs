@@ -44,6 +44,10 @@ struct DataResult {
     /// Files and memory maps this process held while loading.
     open_files: Option<usize>,
     memory_maps: Option<usize>,
+    /// Resident memory at the end, MB: anonymous (heap, batches, libtorch's own) and
+    /// file-backed (mapped libraries and shard pages, which the kernel can drop).
+    rss_anon_mb: Option<f64>,
+    rss_file_mb: Option<f64>,
     torchvision_images_per_s: Option<f64>,
     speedup_vs_torchvision: Option<f64>,
 }
@@ -122,6 +126,14 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
     let cpu = cpu_seconds() - cpu0;
     let after = snapshot(&times);
     let count = |dir: &str| std::fs::read_dir(dir).ok().map(|d| d.count());
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_mb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
     let (open_files, memory_maps) = (
         count("/proc/self/fd"),
         std::fs::read_to_string("/proc/self/maps")
@@ -160,6 +172,8 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
         first_batch_s,
         open_files,
         memory_maps,
+        rss_anon_mb: rss_mb("RssAnon:"),
+        rss_file_mb: rss_mb("RssFile:"),
     };
     if args.compare {
         let root = if data.join(&args.split).is_dir() {

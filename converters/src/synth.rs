@@ -182,7 +182,9 @@ pub fn generate_cached(root: &Path, spec: &SynthSpec) -> Result<std::path::PathB
         let _ = std::fs::remove_dir_all(root);
         let n = spec.classes * (spec.train_per_class + spec.val_per_class);
         eprintln!(
-            "generating {n} ImageNet-sized JPEGs in {} ...",
+            "generating {n} JPEGs of about {} x {} pixels in {} ...",
+            spec.mean_width,
+            spec.mean_height,
             root.display()
         );
         generate(root, spec)?;
