@@ -54,6 +54,10 @@ pub struct FuzzArgs {
     /// List the parsers and their weights.
     #[arg(long)]
     pub list: bool,
+    /// Run one saved input (a file under --out/findings) through the --parsers in this
+    /// process, unsupervised, and print what each returned.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
     #[arg(long, hide = true)]
     pub worker: Option<String>,
     #[arg(long, hide = true, default_value_t = 0)]
@@ -125,6 +129,20 @@ pub fn run(a: FuzzArgs) -> Result<ExitCode> {
             .map(|p| all.iter().find(|t| t.name == p).with_context(|| format!("unknown parser {p:?} (see --list)")))
             .collect::<Result<_>>()?
     };
+    if let Some(file) = &a.replay {
+        let input = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let tmp = std::env::temp_dir().join(format!("dinov2-fuzz-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(a.out.join("work"))?;
+        for t in &chosen {
+            let mut run = (t.runner)(&a.out.join("work"), &tmp)?;
+            let t0 = Instant::now();
+            let r = run(&input);
+            println!("{}: {:?} in {:.3} s", t.name, r.map_err(|e| format!("{e:#}")), t0.elapsed().as_secs_f64());
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.jobs == 0 || a.chunk == 0 {
         bail!("--jobs and --chunk must be at least 1");
     }
@@ -180,6 +198,8 @@ pub fn run(a: FuzzArgs) -> Result<ExitCode> {
             };
             let r = running.swap_remove(i);
             let total = totals.get_mut(&r.chunk.parser).unwrap();
+            // Wall time of the worker process, start-up included (a dead one's too).
+            total.worker_seconds += r.started.elapsed().as_secs_f64();
             match outcome {
                 Outcome::Done(s) => total.add(&s, s.tried),
                 Outcome::Died { stats, index, kind, message } => {
@@ -242,7 +262,6 @@ impl Total {
             self.peak_alloc_input_bytes = s.peak_alloc_input_bytes;
         }
         self.max_rss_kb = self.max_rss_kb.max(s.max_rss_kb);
-        self.worker_seconds += s.seconds;
         self.findings.extend(s.findings.iter().cloned());
     }
 

@@ -32,6 +32,7 @@ pub enum Outcome {
 
 pub struct Running {
     pub chunk: Chunk,
+    pub started: std::time::Instant,
     child: Child,
     cursor: PathBuf,
     stdout: JoinHandle<Option<Stats>>,
@@ -84,7 +85,7 @@ pub fn spawn(chunk: Chunk, seed: u64, out: &Path, hang_s: u64, deadline_unix_ms:
         }
         String::from_utf8_lossy(&tail).into_owned()
     });
-    Ok(Running { chunk, child, cursor, stdout, stderr })
+    Ok(Running { chunk, started: std::time::Instant::now(), child, cursor, stdout, stderr })
 }
 
 impl Running {

