@@ -156,14 +156,22 @@ pub fn jpeg_structure_check(b: &[u8]) -> Result<()> {
     }
 }
 
+/// Memory the image crate may allocate to read a header (see [`dimensions`]).
+const HEADER_ALLOC: u64 = 16 << 20;
+
 /// Width and height of any supported image from its header.
 pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize)> {
     match ImageKind::sniff(bytes) {
         Some(ImageKind::Jpeg) => jpeg_header(bytes).map(|h| (h.width, h.height)),
         Some(_) => {
-            let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
                 .with_guessed_format()
                 .context("unreadable image header")?;
+            // Reading a header needs little memory; the image crate's default allowance
+            // (512 MiB) let a 1.3 KB TIFF with hostile tag counts allocate hundreds of MiB.
+            let mut limits = image::Limits::default();
+            limits.max_alloc = Some(HEADER_ALLOC.max(bytes.len() as u64 * 4));
+            reader.limits(limits);
             let (w, h) = reader
                 .into_dimensions()
                 .context("unreadable image header")?;

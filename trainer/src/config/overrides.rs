@@ -54,6 +54,9 @@ impl Override {
                     .to_string(),
             );
         }
+        if let Err(e) = super::check_yaml_nesting(text) {
+            return Err(format!("the value: {e}"));
+        }
         let value = match serde_norway::from_str::<Value>(text) {
             Ok(v) => python_none(v),
             Err(e) if text.starts_with(['[', '{', '"', '\'']) => {
@@ -161,5 +164,8 @@ mod tests {
         let e = Override::parse(&deep).unwrap_err();
         assert!(e.contains("dotted levels"), "{e}");
         assert!(Override::parse("Global.flags.FLAGS_cudnn_deterministic=1").is_ok());
+        let nested = format!("Global.x={}", " std: [".repeat(100_000));
+        let e = Override::parse(&nested).unwrap_err();
+        assert!(e.contains("nested more than 256"), "{e}");
     }
 }
