@@ -33,6 +33,9 @@ pub struct FuzzArgs {
     /// Run for about this many seconds in all instead, shared among the parsers by weight.
     #[arg(long)]
     pub seconds: Option<f64>,
+    /// At least this many inputs per parser with --inputs.
+    #[arg(long, default_value_t = 0)]
+    pub min_per_parser: u64,
     /// Seed of the mutations (inputs are a function of seed, parser and index).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -96,6 +99,8 @@ pub struct Stats {
     pub max_rss_kb: u64,
     pub input_bytes: u64,
     pub seconds: f64,
+    /// The slowest input: its index and seconds.
+    pub slowest: (u64, f64),
     pub finished: bool,
 }
 
@@ -166,7 +171,7 @@ pub fn run(a: FuzzArgs) -> Result<ExitCode> {
                 budgets.insert(t.name.into(), s * t.weight as f64 / weight as f64);
                 u64::MAX / 2
             }
-            (n, None) => (n.unwrap_or(20_000) * t.weight / weight).max(seeds.len() as u64),
+            (n, None) => (n.unwrap_or(20_000) * t.weight / weight).max(a.min_per_parser).max(seeds.len() as u64),
         };
         let mut s = 0;
         while s < n {
@@ -248,6 +253,7 @@ struct Total {
     max_rss_kb: u64,
     input_bytes: u64,
     worker_seconds: f64,
+    slowest: (u64, f64),
     findings: Vec<Finding>,
 }
 
@@ -262,6 +268,9 @@ impl Total {
             self.peak_alloc_input_bytes = s.peak_alloc_input_bytes;
         }
         self.max_rss_kb = self.max_rss_kb.max(s.max_rss_kb);
+        if s.slowest.1 > self.slowest.1 {
+            self.slowest = s.slowest;
+        }
         self.findings.extend(s.findings.iter().cloned());
     }
 
@@ -291,6 +300,7 @@ fn report(a: &FuzzArgs, totals: &BTreeMap<String, Total>, wall: f64) -> Result<E
             t2.max_rss_kb = t.max_rss_kb;
             t2.input_bytes = t.input_bytes;
             t2.worker_seconds = t.worker_seconds;
+            t2.slowest = t.slowest;
             t2.count();
             (k, t2)
         })
@@ -305,14 +315,14 @@ fn report(a: &FuzzArgs, totals: &BTreeMap<String, Total>, wall: f64) -> Result<E
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("| parser | inputs | Ok | errors | panics | aborts | hangs | over-alloc | peak alloc (MiB) | peak RSS (MiB) | inputs/s |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| parser | inputs | Ok | errors | panics | aborts | hangs | over-alloc | peak alloc (MiB) | peak RSS (MiB) | slowest (s) | inputs/s |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut sum = Total::default();
         for (k, t) in &totals {
             println!(
-                "| {k} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.0} |",
+                "| {k} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.0} |",
                 t.tried, t.ok, t.errors, t.panics, t.aborts, t.hangs, t.over_allocations,
-                t.peak_alloc as f64 / 1048576.0, t.max_rss_kb as f64 / 1024.0, t.tried as f64 / t.worker_seconds.max(1e-9)
+                t.peak_alloc as f64 / 1048576.0, t.max_rss_kb as f64 / 1024.0, t.slowest.1, t.tried as f64 / t.worker_seconds.max(1e-9)
             );
             sum.tried += t.tried;
             sum.ok += t.ok;
@@ -324,7 +334,7 @@ fn report(a: &FuzzArgs, totals: &BTreeMap<String, Total>, wall: f64) -> Result<E
             sum.worker_seconds += t.worker_seconds;
         }
         println!(
-            "| **all** | {} | {} | {} | {} | {} | {} | {} | | | {:.0} |",
+            "| **all** | {} | {} | {} | {} | {} | {} | {} | | | | {:.0} |",
             sum.tried, sum.ok, sum.errors, sum.panics, sum.aborts, sum.hangs, sum.over_allocations, sum.tried as f64 / sum.worker_seconds.max(1e-9)
         );
         println!("wall {wall:.1} s, seed {}, {} finding(s); summary in {}", a.seed, bad, a.out.join("summary.json").display());
@@ -419,9 +429,14 @@ fn worker(a: &FuzzArgs, parser: &str) -> Result<()> {
         let input = mutate::input(a.seed, parser, i, &seeds, target.dict);
         CUR_INDEX.store(i, Relaxed);
         CUR_START.store(t0.elapsed().as_millis() as u64, Relaxed);
+        let started = Instant::now();
         let base_level = alloc::begin(alloc_cap(input.len()));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&input)));
         let peak = alloc::end(base_level) as u64;
+        let dt = started.elapsed().as_secs_f64();
+        if dt > stats.slowest.1 {
+            stats.slowest = (i, dt);
+        }
         CUR_START.store(u64::MAX, Relaxed);
         stats.tried += 1;
         stats.input_bytes += input.len() as u64;

@@ -20,7 +20,8 @@ pub type Runner = Box<dyn FnMut(&[u8]) -> Result<()>>;
 
 pub struct Target {
     pub name: &'static str,
-    /// Share of a total `--inputs` (cheap parsers get more).
+    /// Share of a total `--inputs`, per mille (by speed: cheap parsers get more; a torch zip
+    /// of a megabyte takes up to a second to refuse, a JPEG entropy check microseconds).
     pub weight: u64,
     /// Tokens the mutator inserts (markers, keywords, opcodes).
     pub dict: &'static [&'static [u8]],
@@ -72,22 +73,22 @@ const ARROW_DICT: &[&[u8]] = &[
 
 pub fn all() -> Vec<Target> {
     vec![
-        Target { name: "jpeg_entropy", weight: 30, dict: JPEG_DICT, seeds: jpeg_seeds, runner: entropy_runner },
-        Target { name: "jpeg", weight: 12, dict: JPEG_DICT, seeds: jpeg_seeds, runner: image_runner },
-        Target { name: "image", weight: 8, dict: IMAGE_DICT, seeds: image_seeds, runner: image_runner },
-        Target { name: "pickle", weight: 12, dict: PICKLE_DICT, seeds: pickle_seeds, runner: pickle_runner },
-        Target { name: "pdparams", weight: 3, dict: PICKLE_DICT, seeds: pdparams_seeds, runner: pdparams_runner },
-        Target { name: "torch_zip", weight: 4, dict: ZIP_DICT, seeds: torch_seeds, runner: torch_runner },
-        Target { name: "safetensors", weight: 4, dict: JSON_DICT, seeds: safetensors_seeds, runner: safetensors_runner },
-        Target { name: "lmdb", weight: 3, dict: LMDB_DICT, seeds: lmdb_seeds, runner: lmdb_runner },
-        Target { name: "arrow", weight: 3, dict: ARROW_DICT, seeds: arrow_seeds, runner: arrow_runner },
-        Target { name: "record", weight: 10, dict: &[b"\xFF\xFF\xFF\xFF", b"\x00"], seeds: record_seeds, runner: record_runner },
-        Target { name: "manifest", weight: 3, dict: JSON_DICT, seeds: manifest_seeds, runner: manifest_runner },
-        Target { name: "progress", weight: 6, dict: JSON_DICT, seeds: progress_seeds, runner: progress_runner },
-        Target { name: "yaml_config", weight: 3, dict: YAML_DICT, seeds: yaml_seeds, runner: yaml_runner },
-        Target { name: "overrides", weight: 3, dict: YAML_DICT, seeds: override_seeds, runner: override_runner },
-        Target { name: "state_json", weight: 6, dict: JSON_DICT, seeds: state_seeds, runner: state_runner },
-        Target { name: "metrics", weight: 2, dict: JSON_DICT, seeds: metrics_seeds, runner: metrics_runner },
+        Target { name: "jpeg_entropy", weight: 300, dict: JPEG_DICT, seeds: jpeg_seeds, runner: entropy_runner },
+        Target { name: "jpeg", weight: 100, dict: JPEG_DICT, seeds: jpeg_seeds, runner: image_runner },
+        Target { name: "image", weight: 50, dict: IMAGE_DICT, seeds: image_seeds, runner: image_runner },
+        Target { name: "pickle", weight: 80, dict: PICKLE_DICT, seeds: pickle_seeds, runner: pickle_runner },
+        Target { name: "pdparams", weight: 10, dict: PICKLE_DICT, seeds: pdparams_seeds, runner: pdparams_runner },
+        Target { name: "torch_zip", weight: 5, dict: ZIP_DICT, seeds: torch_seeds, runner: torch_runner },
+        Target { name: "safetensors", weight: 20, dict: JSON_DICT, seeds: safetensors_seeds, runner: safetensors_runner },
+        Target { name: "lmdb", weight: 20, dict: LMDB_DICT, seeds: lmdb_seeds, runner: lmdb_runner },
+        Target { name: "arrow", weight: 30, dict: ARROW_DICT, seeds: arrow_seeds, runner: arrow_runner },
+        Target { name: "record", weight: 200, dict: &[b"\xFF\xFF\xFF\xFF", b"\x00"], seeds: record_seeds, runner: record_runner },
+        Target { name: "manifest", weight: 20, dict: JSON_DICT, seeds: manifest_seeds, runner: manifest_runner },
+        Target { name: "progress", weight: 100, dict: JSON_DICT, seeds: progress_seeds, runner: progress_runner },
+        Target { name: "yaml_config", weight: 5, dict: YAML_DICT, seeds: yaml_seeds, runner: yaml_runner },
+        Target { name: "overrides", weight: 5, dict: YAML_DICT, seeds: override_seeds, runner: override_runner },
+        Target { name: "state_json", weight: 50, dict: JSON_DICT, seeds: state_seeds, runner: state_runner },
+        Target { name: "metrics", weight: 5, dict: JSON_DICT, seeds: metrics_seeds, runner: metrics_runner },
     ]
 }
 
