@@ -153,11 +153,11 @@ pub fn usize_list(v: &Value) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// The bytes (plus one per entry) all flattened names may take: shared (memoised) dicts
+/// The bytes (plus 64 per entry) all flattened names may take: shared (memoised) dicts
 /// nested in each other make the flattened tree exponential in the pickle's size.
 const LEAF_NAME_BYTES: usize = 16 << 20;
 const LEAF_BUDGET_MSG: &str =
-    "the nested dicts flatten to more than 16 MiB of names (shared or cyclic dicts?)";
+    "the nested dicts flatten to more than 16 MiB of names and entries (shared or cyclic dicts?)";
 
 /// Nested dicts flattened to dotted names (`{"teacher": {"backbone.x": t}}` ->
 /// `teacher.backbone.x`), leaves in the file's order. Keys that are not strings or ints are
@@ -181,8 +181,9 @@ pub fn dict_leaves(root: &Value) -> Result<Vec<(String, Value)>> {
                 Value::Int(i) => i.to_string(),
                 _ => continue,
             };
+            // A leaf costs its name plus about 64 bytes (the entry, the name's allocation).
             *budget = budget
-                .checked_sub(1 + prefix.len() + key.len())
+                .checked_sub(64 + prefix.len() + key.len())
                 .ok_or_else(|| anyhow!("{LEAF_BUDGET_MSG}"))?;
             let name = if prefix.is_empty() {
                 key

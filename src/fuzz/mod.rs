@@ -106,13 +106,23 @@ pub struct Stats {
 
 impl Stats {
     fn new(parser: &str) -> Self {
-        Self { parser: parser.into(), ..Default::default() }
+        Self {
+            parser: parser.into(),
+            ..Default::default()
+        }
     }
 }
 
-/// The allocation cap of one input: 64 MiB or 64 times its size, whichever is larger.
-pub fn alloc_cap(input_len: usize) -> usize {
-    (64usize << 20).max(input_len.saturating_mul(64))
+/// The allocation cap of one input: 64 MiB or 64 times its size, whichever is larger, plus
+/// for image decoders 16 bytes per pixel of the harness's pixel bound (a 500-byte GIF may
+/// rightly decode to 2000x2000 pixels: RGBA frame, RGB copy, a scaled decode).
+pub fn alloc_cap(input_len: usize, decodes_images: bool) -> usize {
+    let pixels = if decodes_images {
+        16 * targets::MAX_PIXELS
+    } else {
+        0
+    };
+    (64usize << 20).max(input_len.saturating_mul(64)) + pixels
 }
 
 pub fn run(a: FuzzArgs) -> Result<ExitCode> {
@@ -131,7 +141,11 @@ pub fn run(a: FuzzArgs) -> Result<ExitCode> {
     } else {
         a.parsers
             .iter()
-            .map(|p| all.iter().find(|t| t.name == p).with_context(|| format!("unknown parser {p:?} (see --list)")))
+            .map(|p| {
+                all.iter()
+                    .find(|t| t.name == p)
+                    .with_context(|| format!("unknown parser {p:?} (see --list)"))
+            })
             .collect::<Result<_>>()?
     };
     if let Some(file) = &a.replay {
@@ -143,7 +157,12 @@ pub fn run(a: FuzzArgs) -> Result<ExitCode> {
             let mut run = (t.runner)(&a.out.join("work"), &tmp)?;
             let t0 = Instant::now();
             let r = run(&input);
-            println!("{}: {:?} in {:.3} s", t.name, r.map_err(|e| format!("{e:#}")), t0.elapsed().as_secs_f64());
+            println!(
+                "{}: {:?} in {:.3} s",
+                t.name,
+                r.map_err(|e| format!("{e:#}")),
+                t0.elapsed().as_secs_f64()
+            );
         }
         let _ = std::fs::remove_dir_all(&tmp);
         return Ok(ExitCode::SUCCESS);
@@ -171,26 +190,43 @@ pub fn run(a: FuzzArgs) -> Result<ExitCode> {
                 budgets.insert(t.name.into(), s * t.weight as f64 / weight as f64);
                 u64::MAX / 2
             }
-            (n, None) => (n.unwrap_or(20_000) * t.weight / weight).max(a.min_per_parser).max(seeds.len() as u64),
+            (n, None) => (n.unwrap_or(20_000) * t.weight / weight)
+                .max(a.min_per_parser)
+                .max(seeds.len() as u64),
         };
         let mut s = 0;
         while s < n {
             let e = (s + a.chunk).min(n);
-            queue.push_back(Chunk { parser: t.name.into(), start: s, end: e });
+            queue.push_back(Chunk {
+                parser: t.name.into(),
+                start: s,
+                end: e,
+            });
             s = e;
         }
     }
     let mut deadlines: BTreeMap<String, u64> = BTreeMap::new();
-    let mut totals: BTreeMap<String, Total> = chosen.iter().map(|t| (t.name.to_string(), Total::default())).collect();
+    let mut totals: BTreeMap<String, Total> = chosen
+        .iter()
+        .map(|t| (t.name.to_string(), Total::default()))
+        .collect();
     let mut running: Vec<supervise::Running> = Vec::new();
     loop {
         while running.len() < a.jobs
             && let Some(c) = queue.pop_front()
         {
             let deadline = budgets.get(&c.parser).map(|b| {
-                *deadlines.entry(c.parser.clone()).or_insert_with(|| unix_ms() + (b * 1000.0) as u64)
+                *deadlines
+                    .entry(c.parser.clone())
+                    .or_insert_with(|| unix_ms() + (b * 1000.0) as u64)
             });
-            running.push(supervise::spawn(c, a.seed, &a.out, a.hang_seconds, deadline)?);
+            running.push(supervise::spawn(
+                c,
+                a.seed,
+                &a.out,
+                a.hang_seconds,
+                deadline,
+            )?);
         }
         if running.is_empty() {
             break;
@@ -207,11 +243,24 @@ pub fn run(a: FuzzArgs) -> Result<ExitCode> {
             total.worker_seconds += r.started.elapsed().as_secs_f64();
             match outcome {
                 Outcome::Done(s) => total.add(&s, s.tried),
-                Outcome::Died { stats, index, kind, message } => {
+                Outcome::Died {
+                    stats,
+                    index,
+                    kind,
+                    message,
+                } => {
                     let input = regenerate(&a.out, &r.chunk.parser, a.seed, index)?;
-                    let file = a.out.join("findings").join(format!("{}-{kind}-{index}.bin", r.chunk.parser));
+                    let file = a
+                        .out
+                        .join("findings")
+                        .join(format!("{}-{kind}-{index}.bin", r.chunk.parser));
                     std::fs::write(&file, &input)?;
-                    eprintln!("{}: {kind} on input {index} ({} bytes), saved to {}: {message}", r.chunk.parser, input.len(), file.display());
+                    eprintln!(
+                        "{}: {kind} on input {index} ({} bytes), saved to {}: {message}",
+                        r.chunk.parser,
+                        input.len(),
+                        file.display()
+                    );
                     total.add(&stats, index + 1 - r.chunk.start);
                     total.findings.push(Finding {
                         parser: r.chunk.parser.clone(),
@@ -222,7 +271,10 @@ pub fn run(a: FuzzArgs) -> Result<ExitCode> {
                         file: file.display().to_string(),
                     });
                     if index + 1 < r.chunk.end {
-                        queue.push_front(Chunk { start: index + 1, ..r.chunk });
+                        queue.push_front(Chunk {
+                            start: index + 1,
+                            ..r.chunk
+                        });
                     }
                 }
             }
@@ -234,7 +286,9 @@ pub fn run(a: FuzzArgs) -> Result<ExitCode> {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Per-parser totals over its chunks.
@@ -291,7 +345,10 @@ fn report(a: &FuzzArgs, totals: &BTreeMap<String, Total>, wall: f64) -> Result<E
     let mut totals: Vec<(&String, Total)> = totals
         .iter()
         .map(|(k, t)| {
-            let mut t2 = Total { findings: t.findings.clone(), ..Default::default() };
+            let mut t2 = Total {
+                findings: t.findings.clone(),
+                ..Default::default()
+            };
             t2.tried = t.tried;
             t2.ok = t.ok;
             t2.errors = t.errors;
@@ -311,18 +368,32 @@ fn report(a: &FuzzArgs, totals: &BTreeMap<String, Total>, wall: f64) -> Result<E
         "seed": a.seed, "wall_seconds": wall, "findings": bad,
         "parsers": totals.iter().map(|(k, t)| ((*k).clone(), t)).collect::<BTreeMap<_, _>>(),
     });
-    std::fs::write(a.out.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    std::fs::write(
+        a.out.join("summary.json"),
+        serde_json::to_vec_pretty(&summary)?,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("| parser | inputs | Ok | errors | panics | aborts | hangs | over-alloc | peak alloc (MiB) | peak RSS (MiB) | slowest (s) | inputs/s |");
+        println!(
+            "| parser | inputs | Ok | errors | panics | aborts | hangs | over-alloc | peak alloc (MiB) | peak RSS (MiB) | slowest (s) | inputs/s |"
+        );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut sum = Total::default();
         for (k, t) in &totals {
             println!(
                 "| {k} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.0} |",
-                t.tried, t.ok, t.errors, t.panics, t.aborts, t.hangs, t.over_allocations,
-                t.peak_alloc as f64 / 1048576.0, t.max_rss_kb as f64 / 1024.0, t.slowest.1, t.tried as f64 / t.worker_seconds.max(1e-9)
+                t.tried,
+                t.ok,
+                t.errors,
+                t.panics,
+                t.aborts,
+                t.hangs,
+                t.over_allocations,
+                t.peak_alloc as f64 / 1048576.0,
+                t.max_rss_kb as f64 / 1024.0,
+                t.slowest.1,
+                t.tried as f64 / t.worker_seconds.max(1e-9)
             );
             sum.tried += t.tried;
             sum.ok += t.ok;
@@ -335,23 +406,48 @@ fn report(a: &FuzzArgs, totals: &BTreeMap<String, Total>, wall: f64) -> Result<E
         }
         println!(
             "| **all** | {} | {} | {} | {} | {} | {} | {} | | | | {:.0} |",
-            sum.tried, sum.ok, sum.errors, sum.panics, sum.aborts, sum.hangs, sum.over_allocations, sum.tried as f64 / sum.worker_seconds.max(1e-9)
+            sum.tried,
+            sum.ok,
+            sum.errors,
+            sum.panics,
+            sum.aborts,
+            sum.hangs,
+            sum.over_allocations,
+            sum.tried as f64 / sum.worker_seconds.max(1e-9)
         );
-        println!("wall {wall:.1} s, seed {}, {} finding(s); summary in {}", a.seed, bad, a.out.join("summary.json").display());
+        println!(
+            "wall {wall:.1} s, seed {}, {} finding(s); summary in {}",
+            a.seed,
+            bad,
+            a.out.join("summary.json").display()
+        );
         for (_, t) in &totals {
             for f in &t.findings {
-                println!("  {} {} #{} ({} bytes): {} [{}]", f.parser, f.kind, f.index, f.input_bytes, f.message, f.file);
+                println!(
+                    "  {} {} #{} ({} bytes): {} [{}]",
+                    f.parser, f.kind, f.index, f.input_bytes, f.message, f.file
+                );
             }
         }
     }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn load_seeds(out: &Path, parser: &str) -> Result<Vec<Vec<u8>>> {
     let dir = out.join("seeds").join(parser);
-    let mut files: Vec<_> = std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     files.sort();
-    let seeds: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<std::io::Result<_>>()?;
+    let seeds: Vec<Vec<u8>> = files
+        .iter()
+        .map(std::fs::read)
+        .collect::<std::io::Result<_>>()?;
     if seeds.is_empty() {
         bail!("no seeds in {}", dir.display());
     }
@@ -359,12 +455,21 @@ fn load_seeds(out: &Path, parser: &str) -> Result<Vec<Vec<u8>>> {
 }
 
 fn dict(parser: &str) -> &'static [&'static [u8]] {
-    targets::all().into_iter().find(|t| t.name == parser).map_or(&[], |t| t.dict)
+    targets::all()
+        .into_iter()
+        .find(|t| t.name == parser)
+        .map_or(&[], |t| t.dict)
 }
 
 /// Input `index` of `parser`, as a worker made it.
 fn regenerate(out: &Path, parser: &str, seed: u64, index: u64) -> Result<Vec<u8>> {
-    Ok(mutate::input(seed, parser, index, &load_seeds(out, parser)?, dict(parser)))
+    Ok(mutate::input(
+        seed,
+        parser,
+        index,
+        &load_seeds(out, parser)?,
+        dict(parser),
+    ))
 }
 
 static PANIC_MSG: Mutex<String> = Mutex::new(String::new());
@@ -384,10 +489,19 @@ fn max_rss_kb() -> u64 {
 fn worker(a: &FuzzArgs, parser: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::FileExt;
-    let target = targets::all().into_iter().find(|t| t.name == parser).with_context(|| format!("unknown parser {parser}"))?;
+    let target = targets::all()
+        .into_iter()
+        .find(|t| t.name == parser)
+        .with_context(|| format!("unknown parser {parser}"))?;
     let seeds = Arc::new(load_seeds(&a.out, parser)?);
-    let cursor = std::fs::OpenOptions::new().write(true).open(a.cursor.as_ref().context("--cursor")?)?;
-    let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let cursor = std::fs::OpenOptions::new()
+        .write(true)
+        .open(a.cursor.as_ref().context("--cursor")?)?;
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
     let tmp = base.join(format!("dinov2-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let mut run = (target.runner)(&a.out.join("work"), &tmp)?;
@@ -398,7 +512,13 @@ fn worker(a: &FuzzArgs, parser: &str) -> Result<()> {
     }));
     let t0 = Instant::now();
     {
-        let (seeds, out, parser, seed, hang_ms) = (seeds.clone(), a.out.clone(), parser.to_string(), a.seed, a.hang_seconds * 1000);
+        let (seeds, out, parser, seed, hang_ms) = (
+            seeds.clone(),
+            a.out.clone(),
+            parser.to_string(),
+            a.seed,
+            a.hang_seconds * 1000,
+        );
         let dict = target.dict;
         std::thread::spawn(move || {
             loop {
@@ -408,7 +528,10 @@ fn worker(a: &FuzzArgs, parser: &str) -> Result<()> {
                 if start != u64::MAX && now.saturating_sub(start) > hang_ms {
                     let i = CUR_INDEX.load(Relaxed);
                     let input = mutate::input(seed, &parser, i, &seeds, dict);
-                    let _ = std::fs::write(out.join("findings").join(format!("{parser}-hang-{i}.bin")), input);
+                    let _ = std::fs::write(
+                        out.join("findings").join(format!("{parser}-hang-{i}.bin")),
+                        input,
+                    );
                     eprintln!("input {i} ran for over {} s", hang_ms / 1000);
                     // SAFETY: ends the process at once; the main thread is stuck in the parser.
                     unsafe { libc::_exit(supervise::HANG_EXIT) };
@@ -430,7 +553,7 @@ fn worker(a: &FuzzArgs, parser: &str) -> Result<()> {
         CUR_INDEX.store(i, Relaxed);
         CUR_START.store(t0.elapsed().as_millis() as u64, Relaxed);
         let started = Instant::now();
-        let base_level = alloc::begin(alloc_cap(input.len()));
+        let base_level = alloc::begin(alloc_cap(input.len(), matches!(parser, "jpeg" | "image")));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&input)));
         let peak = alloc::end(base_level) as u64;
         let dt = started.elapsed().as_secs_f64();
@@ -445,9 +568,19 @@ fn worker(a: &FuzzArgs, parser: &str) -> Result<()> {
             stats.peak_alloc_input_bytes = input.len() as u64;
         }
         let mut finding = |kind: &str, message: String| -> Result<()> {
-            let file = a.out.join("findings").join(format!("{parser}-{kind}-{i}.bin"));
+            let file = a
+                .out
+                .join("findings")
+                .join(format!("{parser}-{kind}-{i}.bin"));
             std::fs::write(&file, &input)?;
-            stats.findings.push(Finding { parser: parser.into(), kind: kind.into(), index: i, input_bytes: input.len() as u64, message, file: file.display().to_string() });
+            stats.findings.push(Finding {
+                parser: parser.into(),
+                kind: kind.into(),
+                index: i,
+                input_bytes: input.len() as u64,
+                message,
+                file: file.display().to_string(),
+            });
             Ok(())
         };
         match r {

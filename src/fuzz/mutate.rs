@@ -29,8 +29,9 @@ impl Rng {
 
 /// FNV-1a of a name, to derive per-parser streams.
 pub fn name_hash(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Integers that break size arithmetic.
@@ -53,11 +54,18 @@ const INTERESTING: [u64; 14] = [
 
 /// Input `index` of a parser: the seed file itself for the first `seeds.len()` indices,
 /// otherwise one to eight stacked mutations of a random seed (splices take a second one).
-pub fn input(run_seed: u64, parser: &str, index: u64, seeds: &[Vec<u8>], dict: &[&[u8]]) -> Vec<u8> {
+pub fn input(
+    run_seed: u64,
+    parser: &str,
+    index: u64,
+    seeds: &[Vec<u8>],
+    dict: &[&[u8]],
+) -> Vec<u8> {
     if (index as usize) < seeds.len() {
         return seeds[index as usize].clone();
     }
-    let mut rng = Rng::new(run_seed ^ name_hash(parser) ^ index.wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut rng =
+        Rng::new(run_seed ^ name_hash(parser) ^ index.wrapping_mul(0xA24B_AED4_963E_E407));
     let mut data = seeds[rng.below(seeds.len())].clone();
     let most = if rng.chance(4) { 16 } else { 4 };
     let rounds = 1 + rng.below(most);
@@ -93,10 +101,22 @@ fn mutate(rng: &mut Rng, d: &mut Vec<u8>, seeds: &[Vec<u8>], dict: &[&[u8]]) {
         // A boundary integer, 1/2/4/8 bytes, either endianness (length and size fields).
         4 | 5 if len > 0 => {
             let v = INTERESTING[rng.below(INTERESTING.len())];
-            let v = if rng.chance(4) { v.wrapping_add(rng.below(16) as u64).wrapping_sub(8) } else { v };
+            let v = if rng.chance(4) {
+                v.wrapping_add(rng.below(16) as u64).wrapping_sub(8)
+            } else {
+                v
+            };
             let w = [1, 2, 4, 8][rng.below(4)];
-            let bytes = if rng.chance(2) { v.to_le_bytes() } else { v.to_be_bytes() };
-            let src = if bytes[0] == 0 && w < 8 { &bytes[8 - w..] } else { &bytes[..w] };
+            let bytes = if rng.chance(2) {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            };
+            let src = if bytes[0] == 0 && w < 8 {
+                &bytes[8 - w..]
+            } else {
+                &bytes[..w]
+            };
             let i = rng.below(len);
             let n = w.min(len - i);
             d[i..i + n].copy_from_slice(&src[..n]);
@@ -119,7 +139,11 @@ fn mutate(rng: &mut Rng, d: &mut Vec<u8>, seeds: &[Vec<u8>], dict: &[&[u8]]) {
         8 => {
             let other = &seeds[rng.below(seeds.len())];
             let cut = pos(rng);
-            let from = if other.is_empty() { 0 } else { rng.below(other.len()) };
+            let from = if other.is_empty() {
+                0
+            } else {
+                rng.below(other.len())
+            };
             d.truncate(cut);
             d.extend_from_slice(&other[from..]);
         }
@@ -145,7 +169,12 @@ fn mutate(rng: &mut Rng, d: &mut Vec<u8>, seeds: &[Vec<u8>], dict: &[&[u8]]) {
             };
             let times = [16, 256, 4096, 100_000][rng.below(4)];
             let at = pos(rng);
-            let rep: Vec<u8> = unit.iter().copied().cycle().take(unit.len() * times).collect();
+            let rep: Vec<u8> = unit
+                .iter()
+                .copied()
+                .cycle()
+                .take(unit.len() * times)
+                .collect();
             d.splice(at..at, rep);
         }
         // Random bytes inserted.

@@ -27,7 +27,12 @@ pub struct Chunk {
 pub enum Outcome {
     Done(Stats),
     /// Died on input `index` (`hang`, `abort` or `over-allocation`), after `stats`.
-    Died { stats: Stats, index: u64, kind: &'static str, message: String },
+    Died {
+        stats: Stats,
+        index: u64,
+        kind: &'static str,
+        message: String,
+    },
 }
 
 pub struct Running {
@@ -39,12 +44,25 @@ pub struct Running {
     stderr: JoinHandle<String>,
 }
 
-pub fn spawn(chunk: Chunk, seed: u64, out: &Path, hang_s: u64, deadline_unix_ms: Option<u64>) -> Result<Running> {
+pub fn spawn(
+    chunk: Chunk,
+    seed: u64,
+    out: &Path,
+    hang_s: u64,
+    deadline_unix_ms: Option<u64>,
+) -> Result<Running> {
     let cursor = out.join(format!("cursor-{}-{}", chunk.parser, chunk.start));
     std::fs::write(&cursor, chunk.start.to_le_bytes())?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["bench", "fuzz", "--worker", &chunk.parser])
-        .args(["--seed", &seed.to_string(), "--start", &chunk.start.to_string(), "--end", &chunk.end.to_string()])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--start",
+            &chunk.start.to_string(),
+            "--end",
+            &chunk.end.to_string(),
+        ])
         .args(["--hang-seconds", &hang_s.to_string()])
         .arg("--out")
         .arg(out)
@@ -85,7 +103,14 @@ pub fn spawn(chunk: Chunk, seed: u64, out: &Path, hang_s: u64, deadline_unix_ms:
         }
         String::from_utf8_lossy(&tail).into_owned()
     });
-    Ok(Running { chunk, started: std::time::Instant::now(), child, cursor, stdout, stderr })
+    Ok(Running {
+        chunk,
+        started: std::time::Instant::now(),
+        child,
+        cursor,
+        stdout,
+        stderr,
+    })
 }
 
 impl Running {
@@ -95,7 +120,9 @@ impl Running {
             return Ok(None);
         };
         let stats = self.stdout_stats();
-        let err = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new)).join().unwrap_or_default();
+        let err = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new))
+            .join()
+            .unwrap_or_default();
         let mut cur = [0u8; 8];
         std::fs::File::open(&self.cursor)?.read_exact_at(&mut cur, 0)?;
         let _ = std::fs::remove_file(&self.cursor);
@@ -104,7 +131,15 @@ impl Running {
         if status.success() && stats.finished {
             return Ok(Some(Outcome::Done(stats)));
         }
-        let tail: String = err.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        let tail: String = err
+            .lines()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
         let kind = if status.code() == Some(HANG_EXIT) {
             "hang"
         } else if err.contains("memory allocation of") {
@@ -113,10 +148,18 @@ impl Running {
             "abort"
         };
         let message = format!("{status}: {tail}");
-        Ok(Some(Outcome::Died { stats, index, kind, message }))
+        Ok(Some(Outcome::Died {
+            stats,
+            index,
+            kind,
+            message,
+        }))
     }
 
     fn stdout_stats(&mut self) -> Option<Stats> {
-        std::mem::replace(&mut self.stdout, std::thread::spawn(|| None)).join().ok().flatten()
+        std::mem::replace(&mut self.stdout, std::thread::spawn(|| None))
+            .join()
+            .ok()
+            .flatten()
     }
 }

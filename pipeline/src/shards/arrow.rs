@@ -87,8 +87,8 @@ impl ArrowShard {
         let mut batches = Vec::new();
         let mut starts = vec![0u64];
         for (i, block) in footer.recordBatches().into_iter().flatten().enumerate() {
-            let (offset, len) = checked_block(block, n, &buffer)
-                .with_context(|| format!("record batch {i}"))?;
+            let (offset, len) =
+                checked_block(block, n, &buffer).with_context(|| format!("record batch {i}"))?;
             let data = buffer.slice_with_length(offset, len);
             let rb = decoder
                 .read_record_batch(block, &data)?
@@ -173,7 +173,11 @@ fn checked_block(block: &arrow_ipc::Block, n: usize, file: &Buffer) -> Result<(u
         .ok_or_else(|| anyhow!("lies past the end of the file ({n} bytes)"))?;
     ensure!(meta >= 8, "metadata length {meta} is too short");
     let m = &file[offset..offset + meta];
-    let m = if m[..4] == [0xFF; 4] { &m[8..] } else { &m[4..] };
+    let m = if m[..4] == [0xFF; 4] {
+        &m[8..]
+    } else {
+        &m[4..]
+    };
     let message =
         arrow_ipc::root_as_message(m).map_err(|e| anyhow!("corrupt message header: {e}"))?;
     let rb = message

@@ -104,8 +104,14 @@ fn check_pages(path: &Path) -> Result<()> {
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let b: &[u8] = &map;
     let u16_at = |o: usize| b.get(o..o + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
-    let u32_at = |o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes(x.try_into().unwrap()));
-    let u64_at = |o: usize| b.get(o..o + 8).map(|x| u64::from_le_bytes(x.try_into().unwrap()));
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_le_bytes(x.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|x| u64::from_le_bytes(x.try_into().unwrap()))
+    };
     let psize = u32_at(40).unwrap_or(0) as usize;
     ensure!(
         psize.is_power_of_two() && (512..=65536).contains(&psize),
@@ -123,21 +129,40 @@ fn check_pages(path: &Path) -> Result<()> {
         let depth = u16_at(o + 94).unwrap_or(u16::MAX) as usize;
         let root = u64_at(o + 128).unwrap_or(0);
         let last_pg = u64_at(o + 136).unwrap_or(u64::MAX);
-        ensure!(flags == 0, "meta page {m}: main database flags {flags:#x} (a shard has none)");
-        ensure!(last_pg < pages, "meta page {m}: last page {last_pg} past the end of the file");
+        ensure!(
+            flags == 0,
+            "meta page {m}: main database flags {flags:#x} (a shard has none)"
+        );
+        ensure!(
+            last_pg < pages,
+            "meta page {m}: last page {last_pg} past the end of the file"
+        );
         if root == u64::MAX {
             continue; // an empty database
         }
-        ensure!((1..=16).contains(&depth), "meta page {m}: B-tree depth {depth}");
+        ensure!(
+            (1..=16).contains(&depth),
+            "meta page {m}: B-tree depth {depth}"
+        );
         let mut seen = std::collections::HashSet::new();
         let mut stack = vec![(root, depth)];
         while let Some((pg, left)) = stack.pop() {
-            ensure!((2..=last_pg).contains(&pg), "page number {pg} outside the database");
-            ensure!(seen.insert(pg), "page {pg} is reached twice (a cycle or a shared page)");
+            ensure!(
+                (2..=last_pg).contains(&pg),
+                "page number {pg} outside the database"
+            );
+            ensure!(
+                seen.insert(pg),
+                "page {pg} is reached twice (a cycle or a shared page)"
+            );
             let o = pg as usize * psize;
             let page = &b[o..o + psize];
             let p16 = |i: usize| u16::from_le_bytes([page[i], page[i + 1]]) as usize;
-            ensure!(u64_at(o) == Some(pg), "page {pg} is labelled {:?}", u64_at(o));
+            ensure!(
+                u64_at(o) == Some(pg),
+                "page {pg} is labelled {:?}",
+                u64_at(o)
+            );
             let kind = p16(10) as u16;
             let (lower, upper) = (p16(12), p16(14));
             ensure!(
@@ -149,26 +174,43 @@ fn check_pages(path: &Path) -> Result<()> {
                 P_BRANCH => false,
                 _ => bail!("page {pg}: unexpected page flags {kind:#x}"),
             };
-            ensure!(leaf == (left == 1), "page {pg}: a {} page at the wrong depth", if leaf { "leaf" } else { "branch" });
+            ensure!(
+                leaf == (left == 1),
+                "page {pg}: a {} page at the wrong depth",
+                if leaf { "leaf" } else { "branch" }
+            );
             for i in 0..(lower - HDR) / 2 {
                 let n = p16(HDR + 2 * i);
-                ensure!(n >= upper && n + 8 <= psize, "page {pg}: node {i} at {n} outside the page");
+                ensure!(
+                    n >= upper && n + 8 <= psize,
+                    "page {pg}: node {i} at {n} outside the page"
+                );
                 let (lo, hi, nflags, ksize) = (p16(n), p16(n + 2), p16(n + 4) as u16, p16(n + 6));
                 let key_end = n + 8 + ksize;
-                ensure!(key_end <= psize, "page {pg}: node {i}'s key runs past the page");
+                ensure!(
+                    key_end <= psize,
+                    "page {pg}: node {i}'s key runs past the page"
+                );
                 if !leaf {
                     stack.push(((lo | hi << 16 | (nflags as usize) << 32) as u64, left - 1));
                     continue;
                 }
                 let dsize = lo | hi << 16;
                 match nflags {
-                    0 => ensure!(key_end + dsize <= psize, "page {pg}: node {i}'s value runs past the page"),
+                    0 => ensure!(
+                        key_end + dsize <= psize,
+                        "page {pg}: node {i}'s value runs past the page"
+                    ),
                     F_BIGDATA => {
-                        ensure!(key_end + 8 <= psize, "page {pg}: node {i}'s overflow reference runs past the page");
+                        ensure!(
+                            key_end + 8 <= psize,
+                            "page {pg}: node {i}'s overflow reference runs past the page"
+                        );
                         let ov = u64::from_le_bytes(page[key_end..key_end + 8].try_into().unwrap());
                         let start = (ov as u128) * psize as u128;
                         ensure!(
-                            (2..=last_pg).contains(&ov) && start + (HDR + dsize) as u128 <= b.len() as u128,
+                            (2..=last_pg).contains(&ov)
+                                && start + (HDR + dsize) as u128 <= b.len() as u128,
                             "page {pg}: node {i}'s value on overflow page {ov} lies outside the file"
                         );
                         let start = start as usize;
@@ -179,7 +221,9 @@ fn check_pages(path: &Path) -> Result<()> {
                             "page {pg}: node {i}'s overflow page {ov} is not one of {dsize} bytes"
                         );
                     }
-                    f => bail!("page {pg}: node {i} has flags {f:#x} (sub-databases or duplicates)"),
+                    f => {
+                        bail!("page {pg}: node {i} has flags {f:#x} (sub-databases or duplicates)")
+                    }
                 }
             }
         }

@@ -193,9 +193,7 @@ pub fn check_yaml_nesting(text: &str) -> Result<()> {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_FLOW_NESTING {
-                    bail!(
-                        "YAML nested more than {MAX_FLOW_NESTING} levels deep (at byte {i})"
-                    );
+                    bail!("YAML nested more than {MAX_FLOW_NESTING} levels deep (at byte {i})");
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
