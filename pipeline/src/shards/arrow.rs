@@ -90,9 +90,21 @@ impl ArrowShard {
             let (offset, len) =
                 checked_block(block, n, &buffer).with_context(|| format!("record batch {i}"))?;
             let data = buffer.slice_with_length(offset, len);
-            let rb = decoder
-                .read_record_batch(block, &data)?
-                .ok_or_else(|| anyhow!("record batch {i} is missing"))?;
+            // arrow-data's validation asserts rather than errs on some corrupt offset buffers
+            // (`typed_buffer`'s alignment assertion, found by `dinov2 bench fuzz`): a panic
+            // there is this file's error, not the process's.
+            let rb = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decoder.read_record_batch(block, &data)
+            }))
+            .map_err(|p| {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                anyhow!("record batch {i} is corrupt (arrow: {msg})")
+            })??
+            .ok_or_else(|| anyhow!("record batch {i} is missing"))?;
             starts.push(starts.last().unwrap() + rb.num_rows() as u64);
             batches.push(Batch::from_record_batch(&rb)?);
         }
@@ -183,7 +195,19 @@ fn checked_block(block: &arrow_ipc::Block, n: usize, file: &Buffer) -> Result<(u
     let rb = message
         .header_as_record_batch()
         .ok_or_else(|| anyhow!("the block is not a record batch"))?;
+    // The IPC format aligns the body and its buffers to 8 bytes; arrow's typed buffers
+    // assert alignment (a misaligned hostile offset panicked inside arrow-buffer).
+    ensure!(
+        (offset + meta).is_multiple_of(8),
+        "the body at byte {} is not 8-byte aligned",
+        offset + meta
+    );
     for b in rb.buffers().into_iter().flatten() {
+        ensure!(
+            b.offset() % 8 == 0,
+            "a buffer at offset {} is not 8-byte aligned",
+            b.offset()
+        );
         let end = u64::try_from(b.offset())
             .ok()
             .zip(u64::try_from(b.length()).ok())

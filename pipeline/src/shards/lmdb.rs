@@ -166,7 +166,7 @@ fn check_pages(path: &Path) -> Result<()> {
             let kind = p16(10) as u16;
             let (lower, upper) = (p16(12), p16(14));
             ensure!(
-                HDR <= lower && lower <= upper && upper <= psize && (lower - HDR) % 2 == 0,
+                HDR <= lower && lower <= upper && upper <= psize && (lower - HDR).is_multiple_of(2),
                 "page {pg}: bounds {lower}..{upper}"
             );
             let leaf = match kind & !0x10 {
