@@ -508,7 +508,8 @@ mod tests {
             p.extend(b"h\x00");
         }
         p.extend(b"l.");
-        let Value::List(l) = unpickle(&p).unwrap() else {
+        let root = unpickle(&p).unwrap();
+        let Value::List(l) = &root else {
             panic!("not a list")
         };
         let l = l.borrow();

@@ -362,7 +362,7 @@ fn report(a: &FuzzArgs, totals: &BTreeMap<String, Total>, wall: f64) -> Result<E
             (k, t2)
         })
         .collect();
-    totals.sort_by(|x, y| y.1.tried.cmp(&x.1.tried));
+    totals.sort_by_key(|x| std::cmp::Reverse(x.1.tried));
     let bad: usize = totals.iter().map(|(_, t)| t.findings.len()).sum();
     let summary = serde_json::json!({
         "seed": a.seed, "wall_seconds": wall, "findings": bad,

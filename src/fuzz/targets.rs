@@ -859,7 +859,7 @@ fn manifest_runner(work: &Path, tmp: &Path) -> Result<Runner> {
     Ok(Box::new(move |input| {
         n += 1;
         // The directory whose shards the manifest's format names (the seeds match).
-        let d = &dirs[usize::from(memchr_arrow(input)) ^ (n % 16 == 0) as usize];
+        let d = &dirs[usize::from(memchr_arrow(input)) ^ n.is_multiple_of(16) as usize];
         std::fs::write(d.join("manifest.json"), input)?;
         let m = pipeline::shards::manifest::Manifest::load(d)?;
         let _ = m.split("val");
