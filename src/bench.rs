@@ -50,6 +50,10 @@ pub enum BenchCommand {
     /// Pretraining: images/s of the whole training step against the data pipeline alone, on
     /// the same pretraining config, in one run.
     Train(crate::bench_train::TrainBenchArgs),
+    /// Hostile inputs: mutated checkpoints, pickles, safetensors, images, shards, manifests,
+    /// resume files, configs, overrides and metrics through every parser, in supervised worker
+    /// processes; any panic, abort, hang or outsized allocation is a finding (see the README).
+    Fuzz(crate::fuzz::FuzzArgs),
 }
 
 /// Options of `dinov2 bench data`.
@@ -112,6 +116,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Data(args) => crate::bench_data::run(args),
         BenchCommand::Model(args) => crate::bench_model::run(args),
         BenchCommand::Train(args) => crate::bench_train::run(args),
+        BenchCommand::Fuzz(args) => crate::fuzz::run(args),
     }
 }
 

@@ -9,6 +9,7 @@ mod demo;
 mod doctor;
 mod feature_file;
 mod features;
+mod fuzz;
 mod generate;
 mod launch;
 mod report;
@@ -18,6 +19,10 @@ mod train;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The system allocator, counting only inside `dinov2 bench fuzz` workers.
+#[global_allocator]
+static ALLOC: fuzz::alloc::Counting = fuzz::alloc::Counting;
 
 #[derive(Parser)]
 #[command(
@@ -103,6 +108,8 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a),
         Command::Convert(c) => convert::run(c),
         Command::Shards(c) => shards::run(c),
+        // The fuzz campaign loads no CUDA library (its workers start often).
+        Command::Bench(bench::BenchCommand::Fuzz(a)) => fuzz::run(a),
         Command::Bench(c) => {
             model::runtime::init();
             bench::run(c)

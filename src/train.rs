@@ -183,6 +183,8 @@ pub fn settings(cfg: &Config, resume: bool, device: Option<&str>) -> Result<Prob
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let text = std::fs::read_to_string(&a.config)
         .with_context(|| format!("cannot read the config file {}", a.config.display()))?;
+    trainer::config::check_yaml_nesting(&text)
+        .with_context(|| format!("{}: not a valid YAML document", a.config.display()))?;
     let doc: serde_norway::Value = serde_norway::from_str(&text)
         .with_context(|| format!("{}: not a valid YAML document", a.config.display()))?;
     if SslConfig::looks_like(&doc) {

@@ -282,6 +282,16 @@ fn remove_partials(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `.progress.json` as a resumed conversion reads it.
+fn parse_progress(bytes: &[u8]) -> Result<Progress> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// Whether `bytes` read as a `.progress.json` (`dinov2 bench fuzz` feeds it hostile files).
+pub fn check_progress_file(bytes: &[u8]) -> Result<()> {
+    parse_progress(bytes).map(drop)
+}
+
 /// The progress of an interrupted run, with its finished shards re-checked; a fresh one when
 /// there is none. An interrupted run with other settings is an error.
 fn load_progress(out: &Path, fresh: &Progress) -> Result<Progress> {
@@ -289,7 +299,7 @@ fn load_progress(out: &Path, fresh: &Progress) -> Result<Progress> {
     let Ok(bytes) = std::fs::read(&path) else {
         return Ok(fresh.clone());
     };
-    let mut old: Progress = serde_json::from_slice(&bytes)
+    let mut old = parse_progress(&bytes)
         .with_context(|| format!("{} is corrupt; delete it to start over", path.display()))?;
     let same = old.shard_format == fresh.shard_format
         && old.options == fresh.options

@@ -40,7 +40,7 @@ pub fn to_tensor(v: &Value) -> Result<Option<RawTensor>> {
 fn array(o: &Object) -> Result<RawTensor> {
     let args = o.args.items().unwrap_or_default();
     match args.first() {
-        Some(Value::Global(m, n)) if m == "numpy" && n == "ndarray" => {}
+        Some(Value::Global(m, n)) if &**m == "numpy" && &**n == "ndarray" => {}
         Some(other) => bail!(
             "numpy array of class {} is not supported (only numpy.ndarray)",
             other.describe()

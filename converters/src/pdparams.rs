@@ -31,6 +31,8 @@ pub fn read_pdparams_entries(path: &Path) -> Result<Entries> {
     let root = unpickle(&bytes)
         .context("not a valid pickle (paddle.save writes a pickle of a dict of numpy arrays)")
         .with_context(ctx)?;
+    // Arrays memoised once and named many times are copied once per name.
+    let mut budget = (bytes.len() as u64).saturating_mul(crate::torch_checkpoint::MAX_EXPANSION);
     drop(bytes);
     let Value::Dict(items) = &root else {
         bail!(
@@ -63,7 +65,17 @@ pub fn read_pdparams_entries(path: &Path) -> Result<Entries> {
         let tensor = numpy::to_tensor(&array)
             .with_context(|| format!("{}: entry {name:?}", path.display()))?;
         match (tensor, &array) {
-            (Some(t), _) => out.tensors.push((name, t)),
+            (Some(t), _) => {
+                budget = budget.checked_sub(t.data.len() as u64).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: the arrays add up to more than {} times the file's size \
+                         (one array named many times?)",
+                        path.display(),
+                        crate::torch_checkpoint::MAX_EXPANSION
+                    )
+                })?;
+                out.tensors.push((name, t))
+            }
             (None, Value::Object(_) | Value::Global(..) | Value::Persistent(_)) => bail!(
                 "{}: entry {name:?} is {}, not a numpy array",
                 path.display(),

@@ -17,18 +17,71 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    /// Strings are shared like containers: a memoised string fetched again is not copied
+    /// (a pickle of a 1 MB string fetched 5,000 times by 2-byte `BINGET`s asked for 5 GB).
+    Str(Rc<str>),
     Bytes(Rc<[u8]>),
     List(Rc<RefCell<Vec<Value>>>),
     Tuple(Rc<[Value]>),
     /// Dicts (and `OrderedDict`s) in insertion order.
     Dict(Rc<RefCell<Vec<(Value, Value)>>>),
     /// A module-level name (`GLOBAL` / `STACK_GLOBAL`): module, name.
-    Global(String, String),
+    Global(Rc<str>, Rc<str>),
     /// What `persistent_load` would have been called with.
     Persistent(Rc<Value>),
     Object(Rc<Object>),
     Mark,
+}
+
+/// Dropped without recursion: a pickle of 2 bytes per level nests tuples (or lists, dicts,
+/// objects) 200,000 deep in 400 KB, and the recursive drop overflowed the stack.
+impl Drop for Value {
+    fn drop(&mut self) {
+        fn children(v: &mut Value, out: &mut Vec<Value>) {
+            let take = |v: &mut Value| std::mem::replace(v, Value::None);
+            match v {
+                Value::List(l) => {
+                    if let Some(l) = Rc::get_mut(l) {
+                        out.append(l.get_mut());
+                    }
+                }
+                Value::Dict(d) => {
+                    if let Some(d) = Rc::get_mut(d) {
+                        for (k, v) in d.get_mut().drain(..) {
+                            out.push(k);
+                            out.push(v);
+                        }
+                    }
+                }
+                Value::Tuple(t) => {
+                    if let Some(t) = Rc::get_mut(t) {
+                        out.extend(t.iter_mut().map(take));
+                    }
+                }
+                Value::Persistent(p) => {
+                    if let Some(p) = Rc::get_mut(p) {
+                        out.push(take(p));
+                    }
+                }
+                Value::Object(o) => {
+                    if let Some(o) = Rc::get_mut(o) {
+                        out.push(take(&mut o.func));
+                        out.push(take(&mut o.args));
+                        if let Some(s) = o.state.get_mut().take() {
+                            out.push(s);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut pending = Vec::new();
+        children(self, &mut pending);
+        while let Some(mut v) = pending.pop() {
+            // `v`'s children move to `pending`, so dropping `v` itself recurses no further.
+            children(&mut v, &mut pending);
+        }
+    }
 }
 
 /// The result of calling `func(*args)` (`REDUCE`, `NEWOBJ`), then `BUILD` with `state`.
@@ -43,7 +96,7 @@ impl Object {
     /// `(module, name)` when the callable is a global.
     pub fn global(&self) -> Option<(&str, &str)> {
         match &self.func {
-            Value::Global(m, n) => Some((m, n)),
+            Value::Global(m, n) => Some((&**m, &**n)),
             _ => None,
         }
     }
@@ -100,11 +153,23 @@ pub fn usize_list(v: &Value) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// The bytes (plus 64 per entry) all flattened names may take: shared (memoised) dicts
+/// nested in each other make the flattened tree exponential in the pickle's size.
+const LEAF_NAME_BYTES: usize = 16 << 20;
+const LEAF_BUDGET_MSG: &str =
+    "the nested dicts flatten to more than 16 MiB of names and entries (shared or cyclic dicts?)";
+
 /// Nested dicts flattened to dotted names (`{"teacher": {"backbone.x": t}}` ->
 /// `teacher.backbone.x`), leaves in the file's order. Keys that are not strings or ints are
 /// skipped.
 pub fn dict_leaves(root: &Value) -> Result<Vec<(String, Value)>> {
-    fn walk(v: &Value, prefix: String, depth: usize, out: &mut Vec<(String, Value)>) -> Result<()> {
+    fn walk(
+        v: &Value,
+        prefix: String,
+        depth: usize,
+        budget: &mut usize,
+        out: &mut Vec<(String, Value)>,
+    ) -> Result<()> {
         let Value::Dict(items) = v else {
             out.push((prefix, v.clone()));
             return Ok(());
@@ -112,21 +177,26 @@ pub fn dict_leaves(root: &Value) -> Result<Vec<(String, Value)>> {
         ensure!(depth < 64, "dicts nested more than 64 deep");
         for (k, v) in items.borrow().iter() {
             let key = match k {
-                Value::Str(s) => s.clone(),
+                Value::Str(s) => s.to_string(),
                 Value::Int(i) => i.to_string(),
                 _ => continue,
             };
+            // A leaf costs its name plus about 64 bytes (the entry, the name's allocation).
+            *budget = budget
+                .checked_sub(64 + prefix.len() + key.len())
+                .ok_or_else(|| anyhow!("{LEAF_BUDGET_MSG}"))?;
             let name = if prefix.is_empty() {
                 key
             } else {
                 format!("{prefix}.{key}")
             };
-            walk(v, name, depth + 1, out)?;
+            walk(v, name, depth + 1, budget, out)?;
         }
         Ok(())
     }
     let mut out = Vec::new();
-    walk(root, String::new(), 0, &mut out)?;
+    let mut budget = LEAF_NAME_BYTES;
+    walk(root, String::new(), 0, &mut budget, &mut out)?;
     Ok(out)
 }
 
@@ -221,7 +291,9 @@ pub fn unpickle(data: &[u8]) -> Result<Value> {
                 let b = take(&mut pos, n)?;
                 stack.push(match op {
                     0x8c | b'X' | 0x8d => Value::Str(
-                        String::from_utf8(b.to_vec()).context("pickle string is not UTF-8")?,
+                        std::str::from_utf8(b)
+                            .context("pickle string is not UTF-8")?
+                            .into(),
                     ),
                     _ => Value::Bytes(b.into()),
                 });
@@ -256,13 +328,15 @@ pub fn unpickle(data: &[u8]) -> Result<Value> {
                 };
                 let module = line()?;
                 let name = line()?;
-                stack.push(Value::Global(module, name));
+                stack.push(Value::Global(module.into(), name.into()));
             }
             0x93 => {
                 let name = pop(&mut stack)?;
                 let module = pop(&mut stack)?;
-                match (module, name) {
-                    (Value::Str(m), Value::Str(n)) => stack.push(Value::Global(m, n)),
+                match (&module, &name) {
+                    (Value::Str(m), Value::Str(n)) => {
+                        stack.push(Value::Global(m.clone(), n.clone()))
+                    }
                     _ => bail!("STACK_GLOBAL without strings"),
                 }
             }
@@ -368,10 +442,10 @@ fn reduce(func: Value, args: Value) -> Result<Value> {
         return Ok(object(func, args));
     };
     let arg0 = || args.items().and_then(|a| a.into_iter().next());
-    Ok(match (module.as_str(), name.as_str()) {
+    Ok(match (&**module, &**name) {
         ("collections", "OrderedDict") => Value::Dict(Default::default()),
         // Protocol 2 writes bytes as `_codecs.encode(latin-1 str, "latin1")`.
-        ("_codecs", "encode") => match arg0() {
+        ("_codecs", "encode") => match &arg0() {
             Some(Value::Str(s)) => Value::Bytes(
                 s.chars()
                     .map(|c| u8::try_from(c).map_err(|_| anyhow!("non-latin-1 bytes in pickle")))
@@ -388,7 +462,7 @@ fn reduce(func: Value, args: Value) -> Result<Value> {
                     .ok_or_else(|| anyhow!("{module}.{name} of {}", v.describe()))?,
                 None => Vec::new(),
             };
-            match name.as_str() {
+            match &**name {
                 "tuple" => Value::Tuple(items.into()),
                 _ => Value::List(Rc::new(RefCell::new(items))),
             }
@@ -415,5 +489,46 @@ mod tests {
             assert!(unpickle(&p[..cut]).is_err(), "cut at {cut}");
         }
         assert!(unpickle(b"PK\x03\x04garbage").is_err());
+    }
+
+    #[test]
+    fn hostile_nesting_and_sharing_are_bounded() {
+        // 200,000 nested tuples in 400 KB: dropping them must not overflow the stack.
+        let n = 200_000;
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b'(', n));
+        p.extend(std::iter::repeat_n(b't', n));
+        p.push(b'.');
+        drop(unpickle(&p).unwrap());
+        // A 1 MiB string memoised and fetched 5,000 times is shared, not copied.
+        let mut p = b"\x80\x02X\x00\x00\x10\x00".to_vec();
+        p.extend(std::iter::repeat_n(b'a', 1 << 20));
+        p.extend(b"q\x00(");
+        for _ in 0..5000 {
+            p.extend(b"h\x00");
+        }
+        p.extend(b"l.");
+        let root = unpickle(&p).unwrap();
+        let Value::List(l) = &root else {
+            panic!("not a list")
+        };
+        let l = l.borrow();
+        let (Value::Str(a), Value::Str(b)) = (&l[0], &l[4999]) else {
+            panic!("not strings")
+        };
+        assert!(Rc::ptr_eq(a, b));
+        // d0 = {}; d(k+1) = {"a": dk, "b": dk}: 2^60 leaves from 60 shared dicts.
+        let mut p = b"\x80\x02}q\x00".to_vec();
+        for k in 0..60u8 {
+            p.extend(b"}(X\x01\x00\x00\x00ah");
+            p.push(k);
+            p.extend(b"X\x01\x00\x00\x00bh");
+            p.push(k);
+            p.extend(b"uq");
+            p.push(k + 1);
+        }
+        p.push(b'.');
+        let e = dict_leaves(&unpickle(&p).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("16 MiB of names"), "{e}");
     }
 }

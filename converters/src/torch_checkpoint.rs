@@ -11,6 +11,9 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
+/// How many times its size a checkpoint's tensors may take once copied out of their storages.
+pub const MAX_EXPANSION: u64 = 16;
+
 /// A tensor's view of a storage (`key` names the zip entry `data/<key>`).
 struct TensorRef {
     dtype: DType,
@@ -59,11 +62,11 @@ fn tensor_ref(v: &Value) -> Result<Option<TensorRef>> {
             else {
                 bail!("unsupported persistent id");
             };
-            ensure!(kind == "storage", "unsupported persistent id {kind:?}");
+            ensure!(&**kind == "storage", "unsupported persistent id {kind:?}");
             Ok(Some(TensorRef {
                 dtype: storage_dtype(class)
                     .ok_or_else(|| anyhow!("unsupported storage type {class}"))?,
-                key: key.clone(),
+                key: key.to_string(),
                 offset: usize::try_from(*offset)?,
                 shape: usize_list(size)?,
                 stride: usize_list(stride)?,
@@ -99,10 +102,14 @@ pub fn read_torch_entries(path: &Path) -> Result<Entries> {
         .ok_or_else(|| anyhow!("no data.pkl in the archive"))
         .with_context(ctx)?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+    let file_len = std::fs::metadata(path).with_context(ctx)?.len();
     let read = |zip: &mut zip::ZipArchive<std::fs::File>, name: &str| -> Result<Vec<u8>> {
-        let mut f = zip.by_name(name).map_err(|e| anyhow!("{name}: {e}"))?;
-        let mut v = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut v)?;
+        let f = zip.by_name(name).map_err(|e| anyhow!("{name}: {e}"))?;
+        // The entry's size field is only a claim: reserve no more than the archive holds
+        // (a hostile size asked for gigabytes), and read no more than the claim.
+        let claimed = f.size();
+        let mut v = Vec::with_capacity(claimed.min(file_len) as usize);
+        f.take(claimed).read_to_end(&mut v)?;
         Ok(v)
     };
     if let Ok(order) = read(&mut zip, &format!("{prefix}byteorder")) {
@@ -115,6 +122,9 @@ pub fn read_torch_entries(path: &Path) -> Result<Entries> {
     let root = unpickle(&read(&mut zip, &pkl_name).with_context(ctx)?).with_context(ctx)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut out = Entries::default();
+    // Views are copied out of their storages, so names sharing a storage (or a stride-0
+    // view) can ask for far more than the file holds: at most MAX_EXPANSION times its size.
+    let mut budget = file_len.saturating_mul(MAX_EXPANSION);
     for (name, v) in dict_leaves(&root).with_context(ctx)? {
         let mut tensor = || -> Result<Option<RawTensor>> {
             let Some(t) = tensor_ref(&v)? else {
@@ -125,6 +135,15 @@ pub fn read_torch_entries(path: &Path) -> Result<Entries> {
                 storages.insert(t.key.clone(), bytes);
             }
             let storage = &storages[&t.key];
+            let bytes = crate::tensor::numel(&t.shape)?
+                .checked_mul(t.dtype.size())
+                .map_or(u64::MAX, |b| b as u64);
+            budget = budget.checked_sub(bytes).ok_or_else(|| {
+                anyhow!(
+                    "the tensors' views add up to more than {MAX_EXPANSION} times the file's \
+                     {file_len} bytes (shared or stride-0 views)"
+                )
+            })?;
             RawTensor::from_strided(t.dtype, &t.shape, &t.stride, t.offset, storage).map(Some)
         };
         match tensor().with_context(|| format!("{}: tensor {name}", path.display()))? {

@@ -156,14 +156,26 @@ pub fn jpeg_structure_check(b: &[u8]) -> Result<()> {
     }
 }
 
+/// Memory the image crate may allocate to read a header (see [`dimensions`]).
+const HEADER_ALLOC: u64 = 16 << 20;
+
 /// Width and height of any supported image from its header.
 pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize)> {
     match ImageKind::sniff(bytes) {
         Some(ImageKind::Jpeg) => jpeg_header(bytes).map(|h| (h.width, h.height)),
+        Some(ImageKind::Tiff) => bail!(
+            "TIFF is not read: the tiff crate allocates up to 256 MiB for a header before any \
+             limit applies (a 4 KB file is enough); convert it to PNG or JPEG"
+        ),
         Some(_) => {
-            let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
                 .with_guessed_format()
                 .context("unreadable image header")?;
+            // Reading a header needs little memory; the image crate's default allowance
+            // (512 MiB) let a 1.3 KB TIFF with hostile tag counts allocate hundreds of MiB.
+            let mut limits = image::Limits::default();
+            limits.max_alloc = Some(HEADER_ALLOC.max(bytes.len() as u64 * 4));
+            reader.limits(limits);
             let (w, h) = reader
                 .into_dimensions()
                 .context("unreadable image header")?;
@@ -176,6 +188,12 @@ pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiff_is_refused_before_its_decoder_allocates() {
+        let e = format!("{:#}", dimensions(b"II*\0\x08\0\0\0\xff\xff").unwrap_err());
+        assert!(e.contains("TIFF is not read"), "{e}");
+    }
 
     #[test]
     fn sniffs_by_content_not_name() {

@@ -87,16 +87,24 @@ impl ArrowShard {
         let mut batches = Vec::new();
         let mut starts = vec![0u64];
         for (i, block) in footer.recordBatches().into_iter().flatten().enumerate() {
-            let len = block.bodyLength() as usize + block.metaDataLength() as usize;
-            let offset = block.offset() as usize;
-            ensure!(
-                offset + len <= n,
-                "record batch {i} lies past the end of the file"
-            );
+            let (offset, len) =
+                checked_block(block, n, &buffer).with_context(|| format!("record batch {i}"))?;
             let data = buffer.slice_with_length(offset, len);
-            let rb = decoder
-                .read_record_batch(block, &data)?
-                .ok_or_else(|| anyhow!("record batch {i} is missing"))?;
+            // arrow-data's validation asserts rather than errs on some corrupt offset buffers
+            // (`typed_buffer`'s alignment assertion, found by `dinov2 bench fuzz`): a panic
+            // there is this file's error, not the process's.
+            let rb = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decoder.read_record_batch(block, &data)
+            }))
+            .map_err(|p| {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                anyhow!("record batch {i} is corrupt (arrow: {msg})")
+            })??
+            .ok_or_else(|| anyhow!("record batch {i} is missing"))?;
             starts.push(starts.last().unwrap() + rb.num_rows() as u64);
             batches.push(Batch::from_record_batch(&rb)?);
         }
@@ -159,6 +167,59 @@ impl ArrowShard {
             bytes::Bytes::copy_from_slice(bytes)
         }
     }
+}
+
+/// The byte range of a record-batch block, checked before arrow-ipc sees it: arrow-ipc
+/// slices the file at the block's and its buffers' offsets without checking them (a hostile
+/// file made it panic), so the offsets and lengths must lie inside the file and the body.
+fn checked_block(block: &arrow_ipc::Block, n: usize, file: &Buffer) -> Result<(usize, usize)> {
+    let field = |v: i64, what: &str| {
+        usize::try_from(v).map_err(|_| anyhow!("negative {what} {v} in the footer"))
+    };
+    let offset = field(block.offset(), "offset")?;
+    let meta = field(block.metaDataLength() as i64, "metadata length")?;
+    let body = field(block.bodyLength(), "body length")?;
+    let len = meta
+        .checked_add(body)
+        .filter(|l| offset.checked_add(*l).is_some_and(|end| end <= n))
+        .ok_or_else(|| anyhow!("lies past the end of the file ({n} bytes)"))?;
+    ensure!(meta >= 8, "metadata length {meta} is too short");
+    let m = &file[offset..offset + meta];
+    let m = if m[..4] == [0xFF; 4] {
+        &m[8..]
+    } else {
+        &m[4..]
+    };
+    let message =
+        arrow_ipc::root_as_message(m).map_err(|e| anyhow!("corrupt message header: {e}"))?;
+    let rb = message
+        .header_as_record_batch()
+        .ok_or_else(|| anyhow!("the block is not a record batch"))?;
+    // The IPC format aligns the body and its buffers to 8 bytes; arrow's typed buffers
+    // assert alignment (a misaligned hostile offset panicked inside arrow-buffer).
+    ensure!(
+        (offset + meta).is_multiple_of(8),
+        "the body at byte {} is not 8-byte aligned",
+        offset + meta
+    );
+    for b in rb.buffers().into_iter().flatten() {
+        ensure!(
+            b.offset() % 8 == 0,
+            "a buffer at offset {} is not 8-byte aligned",
+            b.offset()
+        );
+        let end = u64::try_from(b.offset())
+            .ok()
+            .zip(u64::try_from(b.length()).ok())
+            .and_then(|(o, l)| o.checked_add(l));
+        ensure!(
+            end.is_some_and(|e| e <= body as u64),
+            "a buffer at offset {} of {} bytes lies outside the body ({body} bytes)",
+            b.offset(),
+            b.length()
+        );
+    }
+    Ok((offset, len))
 }
 
 impl Batch {

@@ -83,6 +83,155 @@ fn check_file_length(path: &Path) -> Result<u64> {
     Ok(len)
 }
 
+/// LMDB trusts its pages: a corrupt node offset, child page number or overflow reference
+/// made it read out of bounds (SIGSEGV), and a page cycle made it loop forever. So the main
+/// database's B-tree, as each valid meta page names it, is walked here first: every page
+/// in the file, reached once, at the depth the meta records, every node inside its page and
+/// every overflow value inside the file. Shards are written by `dinov2 convert` (one plain
+/// database, no duplicate or integer keys), so anything else is refused. Costs one pass over
+/// the branch and leaf pages (not over overflow values, whose first page header is read).
+fn check_pages(path: &Path) -> Result<()> {
+    use anyhow::{bail, ensure};
+    const MAGIC: u32 = 0xBEEF_C0DE;
+    const P_BRANCH: u16 = 0x01;
+    const P_LEAF: u16 = 0x02;
+    const P_OVERFLOW: u16 = 0x04;
+    const F_BIGDATA: u16 = 0x01;
+    const HDR: usize = 16;
+    let file = std::fs::File::open(path)?;
+    // SAFETY: read-only map of a shard nothing writes while it is open; its length was
+    // checked against the meta pages, and every access below is bounds-checked.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let b: &[u8] = &map;
+    let u16_at = |o: usize| b.get(o..o + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_le_bytes(x.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|x| u64::from_le_bytes(x.try_into().unwrap()))
+    };
+    let psize = u32_at(40).unwrap_or(0) as usize;
+    ensure!(
+        psize.is_power_of_two() && (512..=65536).contains(&psize),
+        "page size {psize} in the meta page is not one LMDB writes"
+    );
+    let pages = (b.len() / psize) as u64;
+    let mut metas = 0;
+    for m in 0..2usize {
+        let o = m * psize;
+        if u32_at(o + 16) != Some(MAGIC) {
+            continue;
+        }
+        metas += 1;
+        let flags = u16_at(o + 92).unwrap_or(u16::MAX);
+        let depth = u16_at(o + 94).unwrap_or(u16::MAX) as usize;
+        let root = u64_at(o + 128).unwrap_or(0);
+        let last_pg = u64_at(o + 136).unwrap_or(u64::MAX);
+        ensure!(
+            flags == 0,
+            "meta page {m}: main database flags {flags:#x} (a shard has none)"
+        );
+        ensure!(
+            last_pg < pages,
+            "meta page {m}: last page {last_pg} past the end of the file"
+        );
+        if root == u64::MAX {
+            continue; // an empty database
+        }
+        ensure!(
+            (1..=16).contains(&depth),
+            "meta page {m}: B-tree depth {depth}"
+        );
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![(root, depth)];
+        while let Some((pg, left)) = stack.pop() {
+            ensure!(
+                (2..=last_pg).contains(&pg),
+                "page number {pg} outside the database"
+            );
+            ensure!(
+                seen.insert(pg),
+                "page {pg} is reached twice (a cycle or a shared page)"
+            );
+            let o = pg as usize * psize;
+            let page = &b[o..o + psize];
+            let p16 = |i: usize| u16::from_le_bytes([page[i], page[i + 1]]) as usize;
+            ensure!(
+                u64_at(o) == Some(pg),
+                "page {pg} is labelled {:?}",
+                u64_at(o)
+            );
+            let kind = p16(10) as u16;
+            let (lower, upper) = (p16(12), p16(14));
+            ensure!(
+                HDR <= lower && lower <= upper && upper <= psize && (lower - HDR).is_multiple_of(2),
+                "page {pg}: bounds {lower}..{upper}"
+            );
+            let leaf = match kind & !0x10 {
+                P_LEAF => true,
+                P_BRANCH => false,
+                _ => bail!("page {pg}: unexpected page flags {kind:#x}"),
+            };
+            ensure!(
+                leaf == (left == 1),
+                "page {pg}: a {} page at the wrong depth",
+                if leaf { "leaf" } else { "branch" }
+            );
+            for i in 0..(lower - HDR) / 2 {
+                let n = p16(HDR + 2 * i);
+                ensure!(
+                    n >= upper && n + 8 <= psize,
+                    "page {pg}: node {i} at {n} outside the page"
+                );
+                let (lo, hi, nflags, ksize) = (p16(n), p16(n + 2), p16(n + 4) as u16, p16(n + 6));
+                let key_end = n + 8 + ksize;
+                ensure!(
+                    key_end <= psize,
+                    "page {pg}: node {i}'s key runs past the page"
+                );
+                if !leaf {
+                    stack.push(((lo | hi << 16 | (nflags as usize) << 32) as u64, left - 1));
+                    continue;
+                }
+                let dsize = lo | hi << 16;
+                match nflags {
+                    0 => ensure!(
+                        key_end + dsize <= psize,
+                        "page {pg}: node {i}'s value runs past the page"
+                    ),
+                    F_BIGDATA => {
+                        ensure!(
+                            key_end + 8 <= psize,
+                            "page {pg}: node {i}'s overflow reference runs past the page"
+                        );
+                        let ov = u64::from_le_bytes(page[key_end..key_end + 8].try_into().unwrap());
+                        let start = (ov as u128) * psize as u128;
+                        ensure!(
+                            (2..=last_pg).contains(&ov)
+                                && start + (HDR + dsize) as u128 <= b.len() as u128,
+                            "page {pg}: node {i}'s value on overflow page {ov} lies outside the file"
+                        );
+                        let start = start as usize;
+                        let oflags = u16_at(start + 10).unwrap_or(0);
+                        let opages = u32_at(start + 12).unwrap_or(0) as usize;
+                        ensure!(
+                            oflags & P_OVERFLOW != 0 && opages.saturating_mul(psize) >= HDR + dsize,
+                            "page {pg}: node {i}'s overflow page {ov} is not one of {dsize} bytes"
+                        );
+                    }
+                    f => {
+                        bail!("page {pg}: node {i} has flags {f:#x} (sub-databases or duplicates)")
+                    }
+                }
+            }
+        }
+    }
+    ensure!(metas > 0, "no valid meta page");
+    Ok(())
+}
+
 impl LmdbShard {
     /// Opens `path` read-only. Errors name the file.
     pub fn open(path: &Path) -> Result<Self> {
@@ -115,6 +264,7 @@ impl LmdbShard {
 
     fn open_env(path: &Path) -> Result<Inner> {
         let size = check_file_length(path)? as usize;
+        check_pages(path)?;
         let page = 4096usize;
         let map = size.div_ceil(page).max(1) * page;
         // SAFETY: the file is opened read-only and never written while mapped by us.

@@ -178,6 +178,31 @@ fn located(e: &KeyError) -> String {
     }
 }
 
+/// Open `[` / `{` a YAML text may nest (the deserializer's own limit is 128 levels).
+pub const MAX_FLOW_NESTING: usize = 256;
+
+/// Refuses YAML whose flow collections nest deeper than [`MAX_FLOW_NESTING`] before the
+/// parser sees it: libyaml's scanner is quadratic in the nesting depth (700 KB of
+/// ` std: [` repeated took minutes before the deserializer's depth limit was reached).
+/// Brackets are counted without regard to quoting, so only a text with hundreds of unclosed
+/// brackets is refused.
+pub fn check_yaml_nesting(text: &str) -> Result<()> {
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_NESTING {
+                    bail!("YAML nested more than {MAX_FLOW_NESTING} levels deep (at byte {i})");
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Deserializes a YAML document into any strictly typed config (single-key-map operator lists
 /// included).
 pub fn from_yaml_as<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, KeyError> {
@@ -191,6 +216,7 @@ pub fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[Strin
     let file = path.display();
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {file}"))?;
+    check_yaml_nesting(&text).with_context(|| format!("{file}: not a valid config"))?;
     let mut doc: Value = serde_norway::from_str(&text)
         .map_err(|e| anyhow!("{file}: not a valid YAML document: {e}"))?;
     if !doc.is_mapping() {

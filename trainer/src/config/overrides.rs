@@ -11,6 +11,9 @@
 
 use serde_norway::{Mapping, Value};
 
+/// Dotted levels an override key may have (the deepest real key has 7).
+pub const MAX_KEY_DEPTH: usize = 32;
+
 /// One parsed `-o KEY=VALUE`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Override {
@@ -31,6 +34,14 @@ impl Override {
             return Err("the key before `=` is empty".to_string());
         }
         let path: Vec<String> = key.split('.').map(str::to_string).collect();
+        // Missing levels are created, so a hostile key would build a document so deep that
+        // re-serializing it costs memory quadratic in its depth (and recursion).
+        if path.len() > MAX_KEY_DEPTH {
+            return Err(format!(
+                "the key has {} dotted levels; configs nest at most {MAX_KEY_DEPTH}",
+                path.len()
+            ));
+        }
         if path.iter().any(|p| p.is_empty()) {
             return Err(format!(
                 "`{key}` has an empty element (a leading, trailing or double `.`)"
@@ -42,6 +53,9 @@ impl Override {
                 "the value after `=` is empty (write null for none, '' for an empty string)"
                     .to_string(),
             );
+        }
+        if let Err(e) = super::check_yaml_nesting(text) {
+            return Err(format!("the value: {e}"));
         }
         let value = match serde_norway::from_str::<Value>(text) {
             Ok(v) => python_none(v),
@@ -137,5 +151,21 @@ fn describe(v: &Value) -> String {
         Value::Sequence(_) => "a list".to_string(),
         Value::Mapping(_) => "a mapping".to_string(),
         Value::Tagged(t) => format!("a tagged value ({})", t.tag),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_key_depth_is_an_error() {
+        let deep = format!("train{}=1", ".x".repeat(100_000));
+        let e = Override::parse(&deep).unwrap_err();
+        assert!(e.contains("dotted levels"), "{e}");
+        assert!(Override::parse("Global.flags.FLAGS_cudnn_deterministic=1").is_ok());
+        let nested = format!("Global.x={}", " std: [".repeat(100_000));
+        let e = Override::parse(&nested).unwrap_err();
+        assert!(e.contains("nested more than 256"), "{e}");
     }
 }

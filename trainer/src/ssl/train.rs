@@ -192,6 +192,15 @@ struct SslState {
     skipped_records: u64,
 }
 
+fn parse_state(bytes: &[u8]) -> Result<SslState> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// Whether `bytes` read as a pretraining `checkpoints/latest.json` (for `dinov2 bench fuzz`).
+pub fn check_state_file(bytes: &[u8]) -> Result<()> {
+    parse_state(bytes).map(drop)
+}
+
 const STUDENT: &str = "student.";
 const TEACHER: &str = "teacher.";
 const OPTIM: &str = "optimizer.";
@@ -248,7 +257,7 @@ fn restore(
     if !json.exists() {
         return Ok(None);
     }
-    let st: SslState = serde_json::from_slice(&std::fs::read(&json)?)
+    let st = parse_state(&std::fs::read(&json)?)
         .with_context(|| format!("{} is not a pretraining checkpoint", json.display()))?;
     let path = dir.join(&st.tensors);
     let all =
