@@ -9,7 +9,6 @@ use tch::{Kind, Tensor};
 /// `<stem>.files.txt`. Everything goes to temporary names first.
 pub fn write_features(path: &Path, tensors: &[(String, Tensor)], files: &[String]) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let tmp = |p: &Path| pipeline::atomic::temp_path(p);
     match ext {
         "safetensors" => {
             let data = tensors
@@ -39,28 +38,45 @@ pub fn write_features(path: &Path, tensors: &[(String, Tensor)], files: &[String
                 "files".to_string(),
                 serde_json::to_string(files)?,
             )]);
-            let t = tmp(path);
-            safetensors::tensor::serialize_to_file(views, Some(meta), &t)
-                .with_context(|| format!("writing {}", t.display()))?;
-            std::fs::rename(&t, path)
-                .with_context(|| format!("renaming into {}", path.display()))?;
+            pipeline::atomic::write_via_temp(path, |t| {
+                safetensors::tensor::serialize_to_file(views, Some(meta), t)
+                    .with_context(|| format!("writing {}", t.display()))
+            })?;
         }
         "npy" => {
+            // Every array goes to a temporary name first; only when all are written do they
+            // take their names, so a failure (a full disk) leaves no partial set behind.
             let stem = path.with_extension("");
-            for (i, (n, t)) in tensors.iter().enumerate() {
-                let target = if i == 0 {
-                    path.to_path_buf()
-                } else {
-                    stem.with_file_name(format!(
-                        "{}_{n}.npy",
-                        stem.file_name().unwrap_or_default().to_string_lossy()
-                    ))
-                };
-                let t2 = tmp(&target);
-                t.to_kind(Kind::Float)
-                    .write_npy(&t2)
-                    .with_context(|| format!("writing {}", t2.display()))?;
-                std::fs::rename(&t2, &target)?;
+            let mut written = Vec::new();
+            let result = (|| -> Result<()> {
+                for (i, (n, t)) in tensors.iter().enumerate() {
+                    let target = if i == 0 {
+                        path.to_path_buf()
+                    } else {
+                        stem.with_file_name(format!(
+                            "{}_{n}.npy",
+                            stem.file_name().unwrap_or_default().to_string_lossy()
+                        ))
+                    };
+                    let tmp = pipeline::atomic::temp_path(&target);
+                    written.push((tmp.clone(), target));
+                    t.to_kind(Kind::Float)
+                        .write_npy(&tmp)
+                        .with_context(|| format!("writing {}", tmp.display()))?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                for (tmp, _) in &written {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                let note = pipeline::atomic::free_space_note(dir.unwrap_or(Path::new(".")));
+                return Err(e.context(format!("writing {}{note}", path.display())));
+            }
+            for (tmp, target) in &written {
+                std::fs::rename(tmp, target)
+                    .with_context(|| format!("renaming into {}", target.display()))?;
             }
             let list = stem.with_extension("files.txt");
             pipeline::atomic::write_atomic(&list, (files.join("\n") + "\n").as_bytes())?;

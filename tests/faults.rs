@@ -477,3 +477,45 @@ fn two_writers_into_one_directory_are_refused() {
     run_to_end(&(job.args)(&d.join("run-whole")));
     assert_eq!(run_outputs(&run), run_outputs(&d.join("run-whole")));
 }
+
+#[test]
+fn a_full_disk_leaves_no_export_behind() {
+    let d = scratch("faults_enospc_export");
+    tree(&d, 12);
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/passl_vit_tiny.pdparams");
+    let features = |out: &str| {
+        format!(
+            "\"$BIN\" features --weights {} --input {} --out \"$MNT/{out}\" --patch-tokens \
+             --resize 64 --crop 56; echo \"{out} rc=$?\"",
+            fixture.display(),
+            d.join("tree/train").display()
+        )
+    };
+    // 36 images of 16 patch tokens x 48 floats: about 110 KB, on a 32 KiB disk.
+    let text = in_small_disk(
+        &d.join("mnt"),
+        32,
+        &format!(
+            "{}; {}; echo listing; ls -a \"$MNT\"; echo end-of-listing",
+            features("f.safetensors"),
+            features("f.npy")
+        ),
+    );
+    for out in ["f.safetensors", "f.npy"] {
+        assert!(text.contains(&format!("{out} rc=1")), "{text}");
+    }
+    assert!(
+        text.contains("No space left on device") && text.contains("disk full?"),
+        "{text}"
+    );
+    let listing = text
+        .split("listing\n")
+        .nth(1)
+        .and_then(|l| l.split("end-of-listing").next())
+        .unwrap();
+    assert!(
+        !listing.contains("f.") && !listing.contains(".tmp"),
+        "a partial export was left:\n{listing}"
+    );
+}

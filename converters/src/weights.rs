@@ -195,10 +195,10 @@ pub fn convert_weights(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let tmp = pipeline::atomic::temp_path(output);
-    safetensors::tensor::serialize_to_file(views, None, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, output).with_context(|| format!("renaming into {}", output.display()))?;
+    pipeline::atomic::write_via_temp(output, |tmp| {
+        safetensors::tensor::serialize_to_file(views, None, tmp)
+            .with_context(|| format!("writing {}", tmp.display()))
+    })?;
     Ok(WeightsSummary {
         tensors: tensors.len(),
         parameters: tensors

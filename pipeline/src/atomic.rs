@@ -12,6 +12,22 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Writes `path` through `write`, which gets the temporary name to write: renamed into place
+/// on success, removed on failure (a full disk leaves nothing behind, under either name).
+pub fn write_via_temp(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+    });
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let note = free_space_note(dir.unwrap_or(Path::new(".")));
+        return Err(e.context(format!("writing {}{note}", path.display())));
+    }
+    Ok(())
+}
+
 /// Whether `name` is a temporary name of [`temp_path`] or of the checkpoint writer
 /// (`NAME.<pid>.tmp`).
 pub fn is_temp_name(name: &str) -> bool {
