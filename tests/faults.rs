@@ -431,51 +431,70 @@ fn a_read_only_output_directory_is_a_clear_error() {
     assert!(!text.contains("panicked"), "{text}");
 }
 
-/// Starts `args`, waits until it holds the lock of `dir`, then runs `args2` into the same
-/// directory: the second is refused; the first ends as if alone.
-fn second_writer_refused(args: Vec<OsString>, args2: Vec<OsString>, dir: &Path) {
+#[test]
+fn two_writers_into_one_directory_are_refused() {
+    let d = scratch("faults_two_writers");
+    tree(&d, 12);
+    let refused = |out: &std::process::Output, holder: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second writer was let in");
+        assert!(
+            err.contains("in use by another process") && err.contains(holder),
+            "{err}"
+        );
+    };
+
+    // A directory held by another process (here this one) refuses a conversion; once it
+    // is released, the conversion runs and ends like one into a fresh directory.
+    let job = convert_job(&d);
+    let (whole, shared) = (d.join("whole"), d.join("shared"));
+    run_to_end(&(job.args)(&whole));
+    let lock = pipeline::dir_lock::DirLock::acquire(&shared, "the test").unwrap();
+    refused(&output(dinov2().args((job.args)(&shared))), "the test, pid");
+    drop(lock);
+    run_to_end(&(job.args)(&shared));
+    assert_eq!(all_files(&shared), all_files(&whole));
+
+    // A long pretraining holds its directory: a second training into it is refused, and
+    // nothing it would have written appears.
+    let run = d.join("run");
+    let long = with_overrides(
+        &["train", "-c"],
+        &config("tiny_ssl_cpu.yaml"),
+        &[
+            format!("train.dataset_path={}", d.join("tree/train").display()),
+            format!("train.output_dir={}", run.display()),
+            "train.batch_size_per_gpu=8".into(),
+            "optim.epochs=100".into(),
+        ],
+    );
     let mut first = dinov2()
-        .args(&args)
+        .args(&long)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while !dir.join(".lock").exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "no lock appeared");
-        std::thread::sleep(Duration::from_millis(2));
+    while !run.join("config.yaml").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the first run did not start"
+        );
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended");
+        std::thread::sleep(Duration::from_millis(5));
     }
-    let out = output(dinov2().args(&args2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let still_running = first.try_wait().unwrap().is_none();
-    assert!(!out.status.success(), "a second writer was let in");
-    assert!(
-        err.contains("in use by another process") && err.contains("pid"),
-        "{err}"
-    );
-    assert!(still_running, "the first finished too early to tell");
-    assert!(first.wait().unwrap().success());
-}
-
-#[test]
-fn two_writers_into_one_directory_are_refused() {
-    let d = scratch("faults_two_writers");
-    tree(&d, 24);
-    let big = d.join("big");
-    tree(&big, 200);
-    let job = convert_job(&big);
-    let (whole, shared) = (d.join("whole"), d.join("shared"));
-    run_to_end(&(job.args)(&whole));
-    second_writer_refused((job.args)(&shared), (job.args)(&shared), &shared);
-    assert_eq!(all_files(&shared), all_files(&whole));
-
-    let job = pretrain_job(&d);
-    let run = d.join("run");
-    let mut second = (job.args)(&run);
+    let mut second = long.clone();
     second.push("--resume".into());
-    second_writer_refused((job.args)(&run), second, &run);
-    run_to_end(&(job.args)(&d.join("run-whole")));
-    assert_eq!(run_outputs(&run), run_outputs(&d.join("run-whole")));
+    refused(
+        &output(dinov2().args(&second)),
+        "dinov2 train (pretraining), pid",
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run ended before the second was refused"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
 }
 
 #[test]

@@ -90,6 +90,21 @@ pub fn read_sorted_safetensors(path: &Path) -> Vec<(String, tch::Tensor)> {
     v
 }
 
+/// Two safetensors files hold the same tensors (names, shapes, values), bit for bit.
+pub fn assert_same_tensors(a: &Path, b: &Path) {
+    let (ta, tb) = (read_sorted_safetensors(a), read_sorted_safetensors(b));
+    assert_eq!(ta.len(), tb.len(), "{} vs {}", a.display(), b.display());
+    for ((ka, x), (kb, y)) in ta.iter().zip(&tb) {
+        assert_eq!(ka, kb);
+        assert!(
+            x.equal(y),
+            "{ka} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
 /// A scratch directory `name` holding a generated tree (`tree/`) of `classes` classes with
 /// `train`/`val` small images per class, converted to Arrow shards (`arrow/`).
 pub fn small_arrow_set(name: &str, classes: usize, train: usize, val: usize) -> PathBuf {
