@@ -44,40 +44,29 @@ pub fn write_features(path: &Path, tensors: &[(String, Tensor)], files: &[String
             })?;
         }
         "npy" => {
-            // Every array goes to a temporary name first; only when all are written do they
-            // take their names, so a failure (a full disk) leaves no partial set behind.
             let stem = path.with_extension("");
-            let mut written = Vec::new();
-            let result = (|| -> Result<()> {
-                for (i, (n, t)) in tensors.iter().enumerate() {
-                    let target = if i == 0 {
+            let targets: Vec<_> = tensors
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| {
+                    if i == 0 {
                         path.to_path_buf()
                     } else {
                         stem.with_file_name(format!(
                             "{}_{n}.npy",
                             stem.file_name().unwrap_or_default().to_string_lossy()
                         ))
-                    };
-                    let tmp = pipeline::atomic::temp_path(&target);
-                    written.push((tmp.clone(), target));
+                    }
+                })
+                .collect();
+            pipeline::atomic::write_set_via_temp(&targets, |tmps| {
+                for ((_, t), tmp) in tensors.iter().zip(tmps) {
                     t.to_kind(Kind::Float)
-                        .write_npy(&tmp)
+                        .write_npy(tmp)
                         .with_context(|| format!("writing {}", tmp.display()))?;
                 }
                 Ok(())
-            })();
-            if let Err(e) = result {
-                for (tmp, _) in &written {
-                    let _ = std::fs::remove_file(tmp);
-                }
-                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-                let note = pipeline::atomic::free_space_note(dir.unwrap_or(Path::new(".")));
-                return Err(e.context(format!("writing {}{note}", path.display())));
-            }
-            for (tmp, target) in &written {
-                std::fs::rename(tmp, target)
-                    .with_context(|| format!("renaming into {}", target.display()))?;
-            }
+            })?;
             let list = stem.with_extension("files.txt");
             pipeline::atomic::write_atomic(&list, (files.join("\n") + "\n").as_bytes())?;
         }

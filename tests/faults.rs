@@ -313,6 +313,15 @@ fn in_small_disk(mnt: &Path, kb: u64, script: &str) -> String {
     text
 }
 
+/// `job` into `out` as a line for the namespace's shell (`$BIN` is the binary).
+fn shell_command(job: &Job, out: &str) -> String {
+    let args: Vec<String> = (job.args)(Path::new(out))
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    format!("\"$BIN\" {}", args.join(" "))
+}
+
 fn size_kb(dir: &Path) -> u64 {
     all_files(dir).values().map(|v| v.len() as u64).sum::<u64>() / 1024
 }
@@ -326,11 +335,7 @@ fn a_full_disk_keeps_finished_shards_and_a_rerun_continues() {
     run_to_end(&(job.args)(&whole));
     let expected = all_files(&whole);
     let kb = size_kb(&whole);
-    let args: Vec<String> = (job.args)(Path::new("$MNT/out"))
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let cmd = format!("\"$BIN\" {}", args.join(" "));
+    let cmd = shell_command(&job, "$MNT/out");
     let copy = d.join("copy");
     let text = in_small_disk(
         &d.join("mnt"),
@@ -366,11 +371,7 @@ fn a_full_disk_keeps_the_last_checkpoint_and_a_resume_continues() {
     run_to_end(&(job.args)(&whole));
     let expected = run_outputs(&whole);
     let ckpt_kb = size_kb(&whole.join("checkpoints"));
-    let args: Vec<String> = (job.args)(Path::new("$MNT/out"))
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let cmd = format!("\"$BIN\" {}", args.join(" "));
+    let cmd = shell_command(&job, "$MNT/out");
     let copy = d.join("copy");
     // Room for one checkpoint and the small files, not for the next one beside it.
     let text = in_small_disk(
@@ -401,22 +402,14 @@ fn a_full_disk_keeps_the_last_checkpoint_and_a_resume_continues() {
 fn a_read_only_output_directory_is_a_clear_error() {
     let d = scratch("faults_read_only");
     tree(&d, 4);
-    let conv: Vec<String> = (convert_job(&d).args)(Path::new("$MNT/out"))
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let train: Vec<String> = (pretrain_job(&d).args)(Path::new("$MNT/run"))
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let conv = shell_command(&convert_job(&d), "$MNT/out");
+    let train = shell_command(&pretrain_job(&d), "$MNT/run");
     let text = in_small_disk(
         &d.join("mnt"),
         4096,
         &format!(
             "mkdir \"$MNT/out\" \"$MNT/run\"; mount -o remount,ro \"$MNT\"; \
-             \"$BIN\" {}; echo \"convert rc=$?\"; \"$BIN\" {}; echo \"train rc=$?\"",
-            conv.join(" "),
-            train.join(" ")
+             {conv}; echo \"convert rc=$?\"; {train}; echo \"train rc=$?\""
         ),
     );
     for what in ["convert", "train"] {

@@ -15,15 +15,35 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// Writes `path` through `write`, which gets the temporary name to write: renamed into place
 /// on success, removed on failure (a full disk leaves nothing behind, under either name).
 pub fn write_via_temp(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = write(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+    write_set_via_temp(&[path.to_path_buf()], |tmps| write(&tmps[0]))
+}
+
+/// [`write_via_temp`] for a set of files (`paths[0]` names the set in errors): `write` gets
+/// their temporary names; they take their names only when every one is written, and all go
+/// on failure, so a full disk never leaves part of a set looking complete.
+pub fn write_set_via_temp(
+    paths: &[PathBuf],
+    write: impl FnOnce(&[PathBuf]) -> Result<()>,
+) -> Result<()> {
+    let tmps: Vec<PathBuf> = paths.iter().map(|p| temp_path(p)).collect();
+    let result = write(&tmps).and_then(|()| {
+        for (tmp, path) in tmps.iter().zip(paths) {
+            std::fs::rename(tmp, path)
+                .with_context(|| format!("renaming into {}", path.display()))?;
+        }
+        Ok(())
     });
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        for tmp in &tmps {
+            let _ = std::fs::remove_file(tmp);
+        }
+        let first = paths
+            .first()
+            .map(PathBuf::as_path)
+            .unwrap_or(Path::new("."));
+        let dir = first.parent().filter(|d| !d.as_os_str().is_empty());
         let note = free_space_note(dir.unwrap_or(Path::new(".")));
-        return Err(e.context(format!("writing {}{note}", path.display())));
+        return Err(e.context(format!("writing {}{note}", first.display())));
     }
     Ok(())
 }
