@@ -77,15 +77,25 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
     let mut o = Optim::new(&arch, &c)?;
     let sched = schedules(&c, 1)?;
     let single = trainer::dist::Dist::single();
+    let mut timer = trainer::step_timer::StepTimer::new(device, 1);
     // `n` steps, each synchronised; the times of all but the first two (warm-up).
-    let mut timed_steps = |first: u64, batch: &mut dyn FnMut() -> Result<_>| -> Result<Vec<f64>> {
+    let mut timed_steps = |first: u64,
+                           timer: &mut trainer::step_timer::StepTimer,
+                           batch: &mut dyn FnMut() -> Result<_>|
+     -> Result<Vec<f64>> {
         let mut times = Vec::new();
         for i in 0..n {
             let t = Instant::now();
+            timer.begin(i);
             let b = batch()?;
+            timer.lap(trainer::step_timer::Phase::DataWait);
             // Past warm-up values so that every parameter group moves.
             let v = sched.at(sched.last_layer_frozen_iters + first + i);
-            train_step(&mut arch, &mut o, &b, &v, &single)?;
+            train_step(&mut arch, &mut o, &b, &v, &single, timer)?;
+            timer.end();
+            if i == 1 {
+                timer.take();
+            }
             sync(device);
             if i >= 2 {
                 times.push(t.elapsed().as_secs_f64());
@@ -103,11 +113,11 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
         sync(device);
         sb
     };
-    let premade_times = timed_steps(0, &mut || Ok(premade.shallow_clone()))?;
+    let premade_times = timed_steps(0, &mut timer, &mut || Ok(premade.shallow_clone()))?;
     drop(premade);
     let mut loader = build_loader(&c, ds, (0, 1), device)?;
     let mut it = loader.epoch(0, 0)?;
-    let step_times = timed_steps(n, &mut || {
+    let step_times = timed_steps(n, &mut timer, &mut || {
         let mut b = it.next().context("the loader ended")??;
         batch_tensors(&mut b, g, l, nl, device)
     })?;

@@ -15,5 +15,6 @@ pub mod scaler;
 pub mod schedule;
 pub mod ssl;
 pub mod ssl_schedules;
+pub mod step_timer;
 pub mod summary;
 pub mod weights_io;

@@ -10,6 +10,7 @@ use crate::metrics::MetricsWriter;
 use crate::optim::{AdamW, apply_schedules, clip_grad_norm_by_submodule, student_param_groups};
 use crate::scaler::LossScaler;
 use crate::ssl_schedules::{SslScheduleParams, SslSchedules, sqrt_wrt_1024};
+use crate::step_timer::{Phase, StepTimer};
 use anyhow::{Context, Result, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::heads::DinoHeadConfig;
@@ -343,6 +344,7 @@ pub fn train_step(
     b: &SslBatch,
     v: &crate::ssl_schedules::SslScheduleValues,
     dist: &Dist,
+    timer: &mut StepTimer,
 ) -> Result<(LossValues, Vec<(String, Tensor)>)> {
     let fp16 = o.scaler.is_some();
     let reduce: Option<&dyn model::loss::AllReduce> = dist.is_distributed().then_some(dist);
@@ -356,7 +358,9 @@ pub fn train_step(
         None => loss.shallow_clone(),
     };
     let mut grads = Tensor::f_run_backward(&[&scaled], &o.params, false, false)?;
+    timer.lap(Phase::ForwardBackward);
     dist.average_gradients(&grads)?;
+    timer.lap(Phase::AllReduce);
     let ok = match o.scaler.as_mut() {
         Some(s) => {
             let finite = s.unscale(&mut grads);
@@ -372,7 +376,9 @@ pub fn train_step(
         let (lrs, wds) = apply_schedules(&o.groups, v.lr, v.wd, v.last_layer_lr);
         o.adamw.step(&mut o.params, &grads, &lrs, &wds)?;
     }
+    timer.lap(Phase::Optimizer);
     arch.update_teacher(v.momentum);
+    timer.lap(Phase::Ema);
     Ok((values, norms))
 }
 
@@ -569,6 +575,7 @@ pub fn run(
         cr.local_crops_number as usize,
     );
     let mut last = LossValues::default();
+    let mut timer = StepTimer::new(device, c.train.log_every.max(1));
     let mut it = start;
     let mut t_log = Instant::now();
     let mut n_log = 0usize;
@@ -600,12 +607,13 @@ pub fn run(
         );
         let sb = batch_tensors(&mut b, g, l, nl, device)?;
         let t_step = Instant::now();
-        let (values, norms) = train_step(&mut arch, &mut o, &sb, &v, dist).map_err(|e| {
-            anyhow::anyhow!(
-                "{e:#} at iteration {it}; the last good checkpoint in {} is intact",
-                out.join("checkpoints").display()
-            )
-        })?;
+        let (values, norms) =
+            train_step(&mut arch, &mut o, &sb, &v, dist, &mut timer).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e:#} at iteration {it}; the last good checkpoint in {} is intact",
+                    out.join("checkpoints").display()
+                )
+            })?;
         step_time += t_step.elapsed().as_secs_f64();
         steps_log += 1;
         it += 1;
