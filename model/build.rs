@@ -3,7 +3,8 @@
 // - records the version of the libtorch this build links (model::runtime::BUILD_TORCH_VERSION,
 //   what `dinov2 doctor` checks the loaded libtorch against);
 // - compiles csrc/torch_settings.cpp, global libtorch settings tch does not expose
-//   (TF32), against that libtorch's headers.
+//   (TF32), and csrc/foreach.cpp, libtorch's multi-tensor and fused kernels, against that
+//   libtorch's headers.
 use std::path::PathBuf;
 
 #[path = "src/runtime/version_file.rs"]
@@ -36,9 +37,11 @@ fn main() {
     println!("cargo:rustc-env=DINOV2_LIBTORCH_BUILD_VERSION={version}");
 
     println!("cargo:rerun-if-changed=csrc/torch_settings.cpp");
+    println!("cargo:rerun-if-changed=csrc/foreach.cpp");
     cc::Build::new()
         .cpp(true)
         .file("csrc/torch_settings.cpp")
+        .file("csrc/foreach.cpp")
         .include(root.join("include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")

@@ -2,7 +2,8 @@
 //! backward + optimizer + EMA) side by side with the data pipeline alone on the same config,
 //! in one run: how far the pipeline is from starving the step. The step is timed twice: fed
 //! by the pipeline, and on one pre-made batch already on the device (no loader running); their
-//! ratio says whether the accelerator ever waits for data.
+//! ratio says whether the accelerator ever waits for data. Both runs also report where each
+//! step's time goes (data wait, host-to-device copy, forward + backward, optimizer, EMA).
 
 use crate::bench::{median, sync};
 use anyhow::{Context, Result, ensure};
@@ -10,11 +11,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use trainer::ssl::config::SslConfig;
-use trainer::ssl::meta_arch::SslMetaArch;
+use trainer::ssl::meta_arch::{SslBatch, SslMetaArch};
 use trainer::ssl::train::{
     Optim, batch_tensors, build_loader, meta_arch_config, open_train_dataset, parse_device,
     schedules, train_step,
 };
+use trainer::step_timer::{Breakdown, Phase, StepTimer};
 
 #[derive(clap::Args)]
 pub struct TrainBenchArgs {
@@ -77,21 +79,20 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
     let mut o = Optim::new(&arch, &c)?;
     let sched = schedules(&c, 1)?;
     let single = trainer::dist::Dist::single();
-    let mut timer = trainer::step_timer::StepTimer::new(device, 1);
-    // `n` steps, each synchronised; the times of all but the first two (warm-up).
+    // `n` steps, each synchronised; the times of all but the first two (warm-up), and where
+    // the time of those went (every phase synchronised on CUDA: a profiling run).
     let mut timed_steps = |first: u64,
-                           timer: &mut trainer::step_timer::StepTimer,
-                           batch: &mut dyn FnMut() -> Result<_>|
-     -> Result<Vec<f64>> {
+                           batch: &mut dyn FnMut(&mut StepTimer) -> Result<SslBatch>|
+     -> Result<(Vec<f64>, Breakdown)> {
+        let mut timer = StepTimer::new(device, 1);
         let mut times = Vec::new();
         for i in 0..n {
             let t = Instant::now();
             timer.begin(i);
-            let b = batch()?;
-            timer.lap(trainer::step_timer::Phase::DataWait);
+            let b = batch(&mut timer)?;
             // Past warm-up values so that every parameter group moves.
             let v = sched.at(sched.last_layer_frozen_iters + first + i);
-            train_step(&mut arch, &mut o, &b, &v, &single, timer)?;
+            train_step(&mut arch, &mut o, &b, &v, &single, &mut timer)?;
             timer.end();
             if i == 1 {
                 timer.take();
@@ -101,7 +102,7 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
                 times.push(t.elapsed().as_secs_f64());
             }
         }
-        Ok(times)
+        Ok((times, timer.take()))
     };
     let premade = {
         let mut loader = build_loader(&c, ds.clone(), (0, 1), device)?;
@@ -113,13 +114,16 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
         sync(device);
         sb
     };
-    let premade_times = timed_steps(0, &mut timer, &mut || Ok(premade.shallow_clone()))?;
+    let (premade_times, premade_breakdown) = timed_steps(0, &mut |_| Ok(premade.shallow_clone()))?;
     drop(premade);
     let mut loader = build_loader(&c, ds, (0, 1), device)?;
     let mut it = loader.epoch(0, 0)?;
-    let step_times = timed_steps(n, &mut timer, &mut || {
+    let (step_times, fed_breakdown) = timed_steps(n, &mut |timer| {
         let mut b = it.next().context("the loader ended")??;
-        batch_tensors(&mut b, g, l, nl, device)
+        timer.lap(Phase::DataWait);
+        let sb = batch_tensors(&mut b, g, l, nl, device)?;
+        timer.lap(Phase::HostToDevice);
+        Ok(sb)
     })?;
     drop(it);
     let data_ips = (data_batches * batch) as f64 / data_seconds;
@@ -153,6 +157,19 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
         data_ips / step_ips,
         step_ips / premade_ips
     );
+    println!("where the step's time goes (ms per step, medians' runs; mean over the timed steps):");
+    println!("| phase | pre-made batch | fed by the pipeline | share (fed) |");
+    println!("|---|---:|---:|---:|");
+    for p in Phase::ALL {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.1} % |",
+            p.label(),
+            premade_breakdown.get(p) * 1e3,
+            fed_breakdown.get(p) * 1e3,
+            100.0 * fed_breakdown.get(p) / fed_breakdown.total().max(1e-12)
+        );
+    }
+    println!("the step fed by the pipeline is {}", fed_breakdown.bound());
     std::fs::create_dir_all(&a.workdir)?;
     let path = a.workdir.join("results.json");
     pipeline::atomic::write_atomic(
@@ -163,6 +180,8 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
             "premade_step_images_per_s": premade_ips, "fed_vs_premade": step_ips / premade_ips,
             "data_batches": data_batches, "data_seconds": data_seconds, "step_seconds": step_times,
             "premade_step_seconds": premade_times,
+            "breakdown_premade": premade_breakdown.to_json(), "breakdown_fed": fed_breakdown.to_json(),
+            "bound": fed_breakdown.bound(),
         }))?,
     )?;
     println!("wrote {}", path.display());

@@ -1,6 +1,7 @@
 //! The DINOv2 model family on tch (libtorch), plus the libtorch runtime checks every binary needs.
 
 pub mod config;
+pub mod foreach;
 pub mod heads;
 pub mod input;
 pub mod layers;

@@ -75,8 +75,13 @@ pub fn metrics_without_timings(dir: &Path) -> Vec<serde_json::Value> {
         .unwrap()
         .into_iter()
         .map(|mut r| {
-            for k in ["images_per_s", "train_images_per_s", "step_s", "comm_s"] {
-                r.as_object_mut().unwrap().remove(k);
+            let phases = trainer::step_timer::Phase::ALL.map(|p| p.key());
+            for k in ["images_per_s", "train_images_per_s", "step_s", "comm_s"]
+                .iter()
+                .chain(&["bound", "breakdown_steps"])
+                .chain(&phases)
+            {
+                r.as_object_mut().unwrap().remove(*k);
             }
             r
         })

@@ -9,7 +9,10 @@ Writes
     last layer: lr 0 on the first two steps; biases and `g` are not decayed; `e` takes part
     in steps 1, 2, 4 and 5 only, so its grad is None on step 3); initial parameters, inputs,
     the lr / wd tables, the loss, the parameters after every step and the final
-    exp_avg / exp_avg_sq / step;
+    exp_avg / exp_avg_sq / step; the same as adamw_foreach_* with foreach=True and as
+    adamw_fused_* with fused=True;
+  - ema_*: teacher / student tensors and the teacher after dinov2's EMA update (momentum
+    ema_m) through torch._foreach_mul_ / _foreach_add_;
   - clip_*: gradients of three "submodules" (one of them already below the threshold), each
     clipped with torch.nn.utils.clip_grad_norm_(max_norm=3.0) separately as dinov2 does,
     their total norms and the clipped gradients;
@@ -54,8 +57,6 @@ init = {
     "e": 0.1 * torch.randn(C),
 }
 names = list(init)
-params = {k: torch.nn.Parameter(v.clone()) for k, v in init.items()}
-opt = torch.optim.AdamW([{"params": [params[k]]} for k in names], betas=(0.9, 0.999), foreach=False)
 lr_mult = {"g": 1.0, "w1": 0.5, "b1": 0.5, "w2": 1.0, "b2": 1.0, "e": 2.0}
 wd_mult = {"g": 0.0, "w1": 1.0, "b1": 0.0, "w2": 1.0, "b2": 0.0, "e": 1.0}
 base_lr = [1e-2, 2e-2, 1.5e-2, 5e-3, 1e-2]
@@ -69,36 +70,62 @@ for s, (blr, bwd) in enumerate(zip(base_lr, base_wd)):
         lr_table[s, i] = 0.0 if frozen else blr * lr_mult[k]
         wd_table[s, i] = bwd * wd_mult[k]
 
-
-def forward(use_e):
-    h = F.gelu(F.linear(x * params["g"], params["w1"], params["b1"]))
-    logits = F.linear(h, params["w2"], params["b2"])
-    if use_e:
-        logits = logits + params["e"]
-    return F.cross_entropy(logits, y)
-
-
 for k in names:
     t[f"adamw_init_{k}"] = init[k]
 t["adamw_x"], t["adamw_y"] = x, y
 t["adamw_lr"], t["adamw_wd"] = lr_table, wd_table
 t["adamw_uses_e"] = torch.tensor(uses_e)
-for s in range(len(base_lr)):
-    for i, group in enumerate(opt.param_groups):
-        group["lr"] = float(lr_table[s, i])
-        group["weight_decay"] = float(wd_table[s, i])
-    opt.zero_grad(set_to_none=True)
-    loss = forward(uses_e[s])
-    loss.backward()
-    opt.step()
-    t[f"adamw_loss{s + 1}"] = loss.detach().reshape(1)
+
+
+def train(prefix, **impl):
+    params = {k: torch.nn.Parameter(v.clone()) for k, v in init.items()}
+    opt = torch.optim.AdamW([{"params": [params[k]]} for k in names], betas=(0.9, 0.999), **impl)
+
+    def forward(use_e):
+        h = F.gelu(F.linear(x * params["g"], params["w1"], params["b1"]))
+        logits = F.linear(h, params["w2"], params["b2"])
+        if use_e:
+            logits = logits + params["e"]
+        return F.cross_entropy(logits, y)
+
+    for s in range(len(base_lr)):
+        for i, group in enumerate(opt.param_groups):
+            group["lr"] = float(lr_table[s, i])
+            group["weight_decay"] = float(wd_table[s, i])
+        opt.zero_grad(set_to_none=True)
+        loss = forward(uses_e[s])
+        loss.backward()
+        opt.step()
+        t[f"{prefix}loss{s + 1}"] = loss.detach().reshape(1)
+        for k in names:
+            t[f"{prefix}{k}_{s + 1}"] = params[k].detach().clone()
     for k in names:
-        t[f"adamw_{k}_{s + 1}"] = params[k].detach().clone()
-for k in names:
-    st = opt.state[params[k]]
-    t[f"adamw_exp_avg_{k}"] = st["exp_avg"].clone()
-    t[f"adamw_exp_avg_sq_{k}"] = st["exp_avg_sq"].clone()
-    t[f"adamw_step_{k}"] = st["step"].reshape(1).clone()
+        st = opt.state[params[k]]
+        t[f"{prefix}exp_avg_{k}"] = st["exp_avg"].clone()
+        t[f"{prefix}exp_avg_sq_{k}"] = st["exp_avg_sq"].clone()
+        t[f"{prefix}step_{k}"] = st["step"].reshape(1).clone()
+
+
+# the single-tensor path (PyTorch's default on the CPU), the multi-tensor path (its default on
+# CUDA, dinov2's) and the fused kernel
+train("adamw_", foreach=False)
+train("adamw_foreach_", foreach=True)
+train("adamw_fused_", fused=True)
+
+# --- teacher EMA, as SSLMetaArch.update_teacher: _foreach_mul_ then _foreach_add_(alpha=1 - m)
+ge = torch.Generator().manual_seed(3)
+shapes = [(64, 32), (32,), (7, 5, 3), (1,)]
+teacher = [torch.randn(sh, generator=ge) for sh in shapes]
+student = [torch.randn(sh, generator=ge) for sh in shapes]
+for i in range(len(shapes)):
+    t[f"ema_teacher_{i}"], t[f"ema_student_{i}"] = teacher[i].clone(), student[i].clone()
+m = 0.9953
+with torch.no_grad():
+    torch._foreach_mul_(teacher, m)
+    torch._foreach_add_(teacher, student, alpha=1 - m)
+for i in range(len(shapes)):
+    t[f"ema_out_{i}"] = teacher[i]
+t["ema_m"] = torch.tensor([m], dtype=torch.float64)
 
 # --- clip_grad_norm_, per submodule
 g = torch.Generator().manual_seed(1)

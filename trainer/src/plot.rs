@@ -23,7 +23,7 @@ pub const PANEL_SIZE: (u32, u32) = (600, 400);
 /// Height of the band above the panels that holds the chart title.
 pub const TITLE_HEIGHT: u32 = 40;
 /// Most panels one chart holds.
-pub const MAX_PANELS: usize = 8;
+pub const MAX_PANELS: usize = 10;
 
 /// One line on a panel.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -4,8 +4,9 @@
 //! skipped, and after `decr_every_n_nan_or_inf` such steps in a row the scale is multiplied by
 //! `decr_ratio`; after `incr_every_n_steps` good steps in a row by `incr_ratio`.
 
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossScaler {
@@ -49,23 +50,33 @@ impl LossScaler {
         }
     }
 
-    /// Divides `grads` by the scale in place; returns whether they are all finite.
-    /// Gradients that are undefined (parameters the loss did not reach) are skipped; the
-    /// check reads one flag back from the device, not one per gradient.
-    pub fn unscale(&self, grads: &mut [Tensor]) -> bool {
-        let inv = 1.0 / self.scale;
-        tch::no_grad(|| {
-            let mut all: Option<Tensor> = None;
-            for g in grads.iter_mut().filter(|g| g.defined()) {
-                let _ = g.g_mul_scalar_(inv);
-                let f = g.isfinite().all();
-                all = Some(match all {
-                    Some(a) => a.logical_and(&f),
-                    None => f,
-                });
-            }
-            all.is_none_or(|a| a.int64_value(&[]) != 0)
-        })
+    /// Divides `grads` by the scale in place; returns whether they are all finite (one
+    /// value read back from the device).
+    pub fn unscale(&self, grads: &mut [Tensor]) -> Result<bool> {
+        Ok(self.unscale_found_inf(grads)?.double_value(&[]) == 0.0)
+    }
+
+    /// Divides `grads` by the scale in place, as torch's `GradScaler.unscale_`
+    /// (`_amp_foreach_non_finite_check_and_unscale_` per device and dtype); returns a 0-dim
+    /// float32 tensor on the first gradient's device, 1 when any gradient holds an inf or NaN,
+    /// without reading it back. Undefined gradients (parameters the loss did not reach) are
+    /// skipped.
+    pub fn unscale_found_inf(&self, grads: &mut [Tensor]) -> Result<Tensor> {
+        let defined: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
+        let Some(first) = defined.first() else {
+            return Ok(Tensor::from(0.0f32));
+        };
+        let device = first.device();
+        let mut found = Tensor::zeros([], (Kind::Float, device));
+        // torch: inv_scale = scale.double().reciprocal().float()
+        let inv = Tensor::from((1.0 / self.scale) as f32);
+        for group in crate::optim::by_device_and_kind(&defined) {
+            let d = group[0].device();
+            let f = Tensor::zeros([], (Kind::Float, d));
+            model::foreach::amp_unscale_(&group, &f, &inv.to_device(d))?;
+            let _ = tch::no_grad(|| found.g_add_(&f.to_device(device)));
+        }
+        Ok(found.clamp_max(1.0))
     }
 
     /// Records the outcome of a step (after [`unscale`](Self::unscale)); returns whether the
@@ -99,13 +110,13 @@ mod tests {
     fn scale_backs_off_after_bad_steps_and_grows_after_good_ones() {
         let mut s = LossScaler::new(1024.0, 2.0, 0.5, 3, 2);
         let mut g = vec![Tensor::from_slice(&[2048.0f32, f32::INFINITY])];
-        assert!(!s.unscale(&mut g));
+        assert!(!s.unscale(&mut g).unwrap());
         assert!(!s.update(false));
         assert_eq!(s.scale, 1024.0); // one bad step is not enough
         assert!(!s.update(false));
         assert_eq!(s.scale, 512.0);
         let mut g = vec![Tensor::from_slice(&[1024.0f32, -512.0])];
-        let ok = s.unscale(&mut g);
+        let ok = s.unscale(&mut g).unwrap();
         assert!(ok && s.update(ok));
         assert_eq!(Vec::<f32>::try_from(&g[0]).unwrap(), [2.0, -1.0]);
         assert!(s.update(true) && s.update(true));

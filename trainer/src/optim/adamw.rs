@@ -14,16 +14,24 @@
 //! denom = exp_avg_sq.sqrt() / bc2_sqrt + eps
 //! p.addcdiv_(exp_avg, denom, value=-step_size)
 //! ```
-//! (tch's `addcmul_` / `addcdiv_` take no `value`: it is folded into the first operand, which
-//! rounds exactly as the kernel's `value * t1` does.) The reference runs the multi-tensor
-//! (`foreach=True`) variant on GPU, which differs only in rounding order.
+//! The step runs through libtorch's multi-tensor operators (`model::foreach`), as torch's
+//! `_multi_tensor_adam` (`foreach=True`, dinov2's path on CUDA) does: parameters are grouped
+//! by (learning rate, weight decay, device, dtype) and each group takes a dozen list operators
+//! instead of a dozen operators per tensor. On the CPU libtorch's list operators loop over the
+//! same per-tensor kernels, so the numbers equal the single-tensor path's bit for bit (tested
+//! against both). With [`AdamW::fused`], torch's fused kernel (`fused=True`, one pass per tensor,
+//! CPU and CUDA) runs instead; its rounding differs slightly from the other two.
 //!
 //! A parameter whose gradient is undefined (not reached by `Tensor::run_backward`) is skipped
 //! entirely, step count included, as torch skips a parameter whose `.grad` is `None`.
 
 use anyhow::{Context, Result, bail, ensure};
+use model::foreach::{AdamWArgs, AdamWLists, adamw_foreach, adamw_fused};
 use std::collections::HashMap;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+
+/// Parameters stepped together: (lr bits, weight decay bits, device, dtype).
+type GroupKey = (u64, u64, Device, Kind);
 
 #[derive(Debug)]
 pub struct AdamW {
@@ -36,6 +44,11 @@ pub struct AdamW {
     pub exp_avg_sq: Vec<Tensor>,
     /// Steps taken by each parameter (torch keeps one count per parameter).
     pub steps: Vec<u64>,
+    /// torch's fused kernel instead of the multi-tensor operators.
+    pub fused: bool,
+    /// The fused kernel's step counts (float32 0-dim tensors on each parameter's device),
+    /// made from `steps` on first use and after a restore.
+    step_tensors: Option<Vec<Tensor>>,
 }
 
 impl AdamW {
@@ -53,6 +66,8 @@ impl AdamW {
             exp_avg: zeros(),
             exp_avg_sq: zeros(),
             steps: vec![0; params.len()],
+            fused: false,
+            step_tensors: None,
         }
     }
 
@@ -60,7 +75,7 @@ impl AdamW {
     /// (`(last_layer_lr or lr) * lr_multiplier` and `wd * wd_multiplier` in dinov2).
     pub fn step(
         &mut self,
-        params: &mut [Tensor],
+        params: &[Tensor],
         grads: &[Tensor],
         lr: &[f64],
         weight_decay: &[f64],
@@ -74,32 +89,66 @@ impl AdamW {
             lr.len(),
             weight_decay.len()
         );
-        let (beta1, beta2, eps) = (self.beta1, self.beta2, self.eps);
-        tch::no_grad(|| {
-            for i in 0..n {
-                let g = &grads[i];
-                if !g.defined() {
-                    continue;
-                }
-                let p = &mut params[i];
-                let (lr, wd) = (lr[i], weight_decay[i]);
-                self.steps[i] += 1;
-                if wd != 0.0 {
-                    let _ = p.g_mul_scalar_(1.0 - lr * wd);
-                }
-                let _ = self.exp_avg[i].lerp_(g, 1.0 - beta1);
-                let _ = self.exp_avg_sq[i]
-                    .g_mul_scalar_(beta2)
-                    .addcmul_(&(g * (1.0 - beta2)), g);
-                let step = self.steps[i] as f64;
-                let bias_correction1 = 1.0 - beta1.powf(step);
-                let bias_correction2 = 1.0 - beta2.powf(step);
-                let step_size = lr / bias_correction1;
-                let bias_correction2_sqrt = bias_correction2.powf(0.5);
-                let denom = (self.exp_avg_sq[i].sqrt() / bias_correction2_sqrt).g_add_scalar_(eps);
-                let _ = p.addcdiv_(&(&self.exp_avg[i] * -step_size), &denom);
+        // groups of parameters sharing lr, weight decay, device and dtype, in first-seen order
+        let mut groups: Vec<(GroupKey, Vec<usize>)> = Vec::new();
+        for i in (0..n).filter(|&i| grads[i].defined()) {
+            let key = (
+                lr[i].to_bits(),
+                weight_decay[i].to_bits(),
+                params[i].device(),
+                params[i].kind(),
+            );
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((key, vec![i])),
             }
-        });
+        }
+        if self.fused && self.step_tensors.is_none() {
+            self.step_tensors = Some(
+                self.steps
+                    .iter()
+                    .zip(params.iter())
+                    .map(|(&s, p)| Tensor::from(s as f32).to_device(p.device()))
+                    .collect(),
+            );
+        }
+        for (_, idx) in &groups {
+            fn pick<'a>(v: &'a [Tensor], idx: &[usize]) -> Vec<&'a Tensor> {
+                idx.iter().map(|&i| &v[i]).collect()
+            }
+            let (p, g, m, v) = (
+                pick(params, idx),
+                pick(grads, idx),
+                pick(&self.exp_avg, idx),
+                pick(&self.exp_avg_sq, idx),
+            );
+            let lists = AdamWLists {
+                params: &p,
+                grads: &g,
+                exp_avgs: &m,
+                exp_avg_sqs: &v,
+            };
+            let args = AdamWArgs {
+                lr: lr[idx[0]],
+                weight_decay: weight_decay[idx[0]],
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+            };
+            for &i in idx {
+                self.steps[i] += 1;
+            }
+            match &self.step_tensors {
+                Some(st) if self.fused => {
+                    let s: Vec<&Tensor> = idx.iter().map(|&i| &st[i]).collect();
+                    adamw_fused(&lists, &s, args)?;
+                }
+                _ => {
+                    let steps: Vec<f64> = idx.iter().map(|&i| self.steps[i] as f64).collect();
+                    adamw_foreach(&lists, &steps, args)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -175,6 +224,7 @@ impl AdamW {
             }
             self.steps[i] = s as u64;
         }
+        self.step_tensors = None;
         Ok(())
     }
 }

@@ -17,26 +17,42 @@ use tch::{Kind, Tensor};
 use super::param_groups::submodule;
 
 /// Clips `grads` in place to a total 2-norm of at most `max_norm`; returns the total norm
-/// before clipping (a 0-dim tensor on the first gradient's device, in its dtype).
-pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Tensor {
+/// before clipping (a 0-dim tensor on the first gradient's device, in its dtype). The norms
+/// and the scaling run through libtorch's list operators (`_foreach_norm`, `_foreach_mul_`),
+/// as torch's `foreach=None` does.
+pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<Tensor> {
     tch::no_grad(|| {
-        let defined: Vec<usize> = (0..grads.len()).filter(|&i| grads[i].defined()).collect();
-        let Some(&first) = defined.first() else {
-            return Tensor::from(0.0f32).to_kind(Kind::Float);
+        let defined: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
+        let Some(first) = defined.first() else {
+            return Ok(Tensor::from(0.0f32).to_kind(Kind::Float));
         };
-        let device = grads[first].device();
-        let norms: Vec<Tensor> = defined
-            .iter()
-            .map(|&i| grads[i].norm().to_device(device))
-            .collect();
+        let device = first.device();
+        // torch groups by (device, dtype) for _foreach_norm; the norms keep the list's order
+        let mut norms = Vec::with_capacity(defined.len());
+        for group in by_device_and_kind(&defined) {
+            norms.extend(model::foreach::norms(&group)?);
+        }
+        let norms: Vec<Tensor> = norms.into_iter().map(|n| n.to_device(device)).collect();
         let total = Tensor::stack(&norms, 0).norm();
         let coef = ((&total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
-        for &i in &defined {
-            let c = coef.to_device(grads[i].device());
-            let _ = grads[i].g_mul_(&c);
+        for group in by_device_and_kind(&defined) {
+            model::foreach::mul_tensor_(&group, &coef.to_device(group[0].device()))?;
         }
-        total
+        Ok(total)
     })
+}
+
+/// Tensors grouped by (device, dtype), each group in the given order.
+pub(crate) fn by_device_and_kind<'a>(ts: &[&'a Tensor]) -> Vec<Vec<&'a Tensor>> {
+    let mut groups: Vec<((tch::Device, Kind), Vec<&Tensor>)> = Vec::new();
+    for &t in ts {
+        let key = (t.device(), t.kind());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(t),
+            None => groups.push((key, vec![t])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
 }
 
 /// dinov2's clipping: [`clip_grad_norm`] on the gradients of each student submodule
@@ -61,11 +77,11 @@ pub fn clip_grad_norm_by_submodule<S: AsRef<str>>(
             None => modules.push((m.to_string(), vec![i])),
         }
     }
-    Ok(modules
+    modules
         .into_iter()
         .map(|(m, idx)| {
             let mut sub: Vec<Tensor> = idx.iter().map(|&i| grads[i].shallow_clone()).collect();
-            (m, clip_grad_norm(&mut sub, max_norm))
+            Ok((m, clip_grad_norm(&mut sub, max_norm)?))
         })
-        .collect())
+        .collect()
 }

@@ -1,4 +1,5 @@
-//! Optimizers, written on tch tensors (tch has no fused or foreach optimizers).
+//! Optimizers on tch tensors, through libtorch's multi-tensor and fused kernels
+//! (`model::foreach`) where PyTorch uses them.
 
 mod adamw;
 mod clip;
@@ -6,6 +7,7 @@ mod param_groups;
 mod sgd;
 
 pub use adamw::AdamW;
+pub(crate) use clip::by_device_and_kind;
 pub use clip::{clip_grad_norm, clip_grad_norm_by_submodule};
 pub use param_groups::{
     ParamGroup, apply_schedules, student_param_groups, submodule, submodule_param_groups,

@@ -461,7 +461,7 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
             dist.average_gradients(&grads)?;
             let step_ok = match run.scaler.as_mut() {
                 Some(sc) => {
-                    let finite = sc.unscale(&mut grads);
+                    let finite = sc.unscale(&mut grads)?;
                     sc.update(finite)
                 }
                 None => true,

@@ -296,6 +296,11 @@ pub struct OptimSection {
     pub adamw_beta1: f64,
     #[serde(default = "d_b2")]
     pub adamw_beta2: f64,
+    /// Not a dinov2 key: `true` runs torch's fused AdamW kernel (`AdamW(fused=True)`, one pass
+    /// per tensor, CPU and CUDA) instead of the multi-tensor path dinov2 gets by default
+    /// (`foreach=True` on CUDA). Its rounding differs slightly from dinov2's.
+    #[serde(default)]
+    pub fused_adamw: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -96,6 +96,21 @@ pub struct LossValues {
 }
 
 impl LossValues {
+    /// The terms of [`SslMetaArch::forward`]'s stacked tensor, read back in one copy.
+    pub fn from_terms(terms: &Tensor) -> Result<Self> {
+        let v: Vec<f64> = Vec::try_from(terms.to_device(Device::Cpu).to_kind(Kind::Double))?;
+        ensure!(v.len() == 7, "{} loss terms, expected 7", v.len());
+        Ok(Self {
+            total: v[0],
+            dino_local_crops_loss: v[1],
+            dino_global_crops_loss: v[2],
+            koleo_loss: v[3],
+            ibot_loss: v[4],
+            teacher_entropy: v[5],
+            teacher_marginal_entropy: v[6],
+        })
+    }
+
     /// Every term averaged over the ranks (what dinov2 logs).
     pub fn mean_over(&self, dist: &crate::dist::Dist) -> Result<Self> {
         let v = dist.mean_scalars(&[
@@ -241,14 +256,16 @@ impl SslMetaArch {
     }
 
     /// One iteration's loss (`forward_backward` without the backward): the scalar to
-    /// backpropagate into the student, and the logged terms. `reduce`: the other ranks of a
-    /// data-parallel run (centres and Sinkhorn-Knopp sums over all of them), `None` alone.
+    /// backpropagate into the student, and the logged terms stacked in one float64 tensor on
+    /// the device, in [`LossValues`] order (read them with [`LossValues::from_terms`]: nothing
+    /// here waits for the device). `reduce`: the other ranks of a data-parallel run (centres
+    /// and Sinkhorn-Knopp sums over all of them), `None` alone.
     pub fn forward(
         &mut self,
         b: &SslBatch,
         teacher_temp: f64,
         reduce: Option<&dyn AllReduce>,
-    ) -> Result<(Tensor, LossValues)> {
+    ) -> Result<(Tensor, Tensor)> {
         let n_local = self.config.local_crops as i64;
         let n_global = 2i64;
         ensure!(
@@ -256,6 +273,7 @@ impl SslMetaArch {
             "global crops must come in pairs"
         );
         let (teacher_dino, teacher_ibot) = self.teacher_targets(b, teacher_temp, reduce)?;
+        let device = b.global.device();
         let (h, hm) = tch::no_grad(|| {
             let p = teacher_dino.flatten(0, 1).to_kind(Kind::Float);
             let ent = |q: &Tensor| {
@@ -266,8 +284,8 @@ impl SslMetaArch {
                 )
             };
             (
-                ent(&p).mean(Kind::Float).double_value(&[]),
-                ent(&p.mean_dim([0i64].as_slice(), false, Kind::Float)).double_value(&[]),
+                ent(&p).mean(Kind::Float),
+                ent(&p.mean_dim([0i64].as_slice(), false, Kind::Float)),
             )
         });
         let sg = self
@@ -311,19 +329,18 @@ impl SslMetaArch {
         let terms = (n_global - 1) * n_global + (n_local * n_global).max(1);
         let terms = terms as f64;
         let teacher_list: Vec<Tensor> = teacher_dino.unbind(0);
-        let mut total = Tensor::zeros([], (Kind::Float, b.global.device()));
-        let mut v = LossValues {
-            teacher_entropy: h,
-            teacher_marginal_entropy: hm,
-            ..LossValues::default()
-        };
+        let mut total = Tensor::zeros([], (Kind::Float, device));
+        let zero = || Tensor::zeros([], (Kind::Double, device));
+        // the logged terms, kept on the device: [total, dino local, dino global, koleo, ibot]
+        let mut logged = [zero(), zero(), zero(), zero()];
+        let term = |t: &Tensor| t.detach().to_kind(Kind::Double);
         let c = &self.config;
         if n_local > 0 {
             let l = self
                 .dino_loss
                 .forward(&s_local.chunk(n_local, 0), &teacher_list)
                 / terms;
-            v.dino_local_crops_loss = l.double_value(&[]);
+            logged[0] = term(&l);
             total += l * c.dino_loss_weight;
         }
         let loss_scales = 2.0;
@@ -333,13 +350,13 @@ impl SslMetaArch {
                 .forward(&[s_global], &[teacher_dino.flatten(0, 1)])
                 * loss_scales
                 / terms;
-            v.dino_global_crops_loss = l.double_value(&[]);
+            logged[1] = term(&l);
             total += l * c.dino_loss_weight;
             if c.koleo_loss_weight > 0.0 {
                 let chunks = sg.cls.chunk(2, 0);
                 let k = (self.koleo_loss.forward(&chunks[0]) + self.koleo_loss.forward(&chunks[1]))
                     * c.koleo_loss_weight;
-                v.koleo_loss = k.double_value(&[]) / loss_scales;
+                logged[2] = term(&k) / loss_scales;
                 total += k;
             }
         }
@@ -352,19 +369,29 @@ impl SslMetaArch {
                 Some(&b.masks_weight),
             ) * loss_scales
                 * (1.0 / n_global as f64);
-            v.ibot_loss = l.double_value(&[]) / 2.0;
+            logged[3] = term(&l) / 2.0;
             total += l * c.ibot_loss_weight;
         }
-        v.total = total.double_value(&[]);
-        Ok((total, v))
+        let [local, global, koleo, ibot] = logged;
+        let stacked = Tensor::stack(
+            &[
+                term(&total),
+                local,
+                global,
+                koleo,
+                ibot,
+                term(&h),
+                term(&hm),
+            ],
+            0,
+        );
+        Ok((total, stacked))
     }
 
-    /// `teacher = m * teacher + (1 - m) * student` over every parameter.
-    pub fn update_teacher(&mut self, m: f64) {
-        tch::no_grad(|| {
-            for (t, s) in self.ema.iter_mut() {
-                let _ = t.g_mul_scalar_(m).g_add_(&(&*s * (1.0 - m)));
-            }
-        });
+    /// `teacher = m * teacher + (1 - m) * student` over every parameter, as dinov2 does it:
+    /// `_foreach_mul_(teacher, m)` then `_foreach_add_(teacher, student, alpha=1 - m)`.
+    pub fn update_teacher(&mut self, m: f64) -> Result<()> {
+        let (t, s): (Vec<&Tensor>, Vec<&Tensor>) = self.ema.iter().map(|(t, s)| (t, s)).unzip();
+        model::foreach::ema_(&t, &s, m)
     }
 }

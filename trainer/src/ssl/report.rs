@@ -5,6 +5,7 @@
 
 use crate::metrics::read_metrics;
 use crate::plot::{Panel, Series, format_value, render as render_png};
+use crate::step_timer::{Breakdown, Phase};
 use crate::summary::{
     CURVES_FILE, METRICS_FILE, SUMMARY_FILE, int, markdown_table, num, opt, optf, run_name,
 };
@@ -125,7 +126,60 @@ fn panels(records: &[Value]) -> Vec<Panel> {
             &["teacher_entropy", "teacher_marginal_entropy"],
         ),
         panel("Throughput", "images/s", &["images_per_s"]),
+        panel(
+            "Step time by phase",
+            "s per step",
+            &[
+                "fwd_bwd_s",
+                "optimizer_s",
+                "ema_s",
+                "allreduce_exposed_s",
+                "data_wait_s",
+                "h2d_s",
+            ],
+        ),
     ]
+}
+
+/// The "where the step's time goes" section: the phases averaged over the records (the first
+/// left out as warm-up when there are others), and in one line what bounds the run.
+fn breakdown_markdown(records: &[Value]) -> Option<String> {
+    let parts: Vec<Breakdown> = records
+        .iter()
+        .skip(usize::from(records.len() > 1))
+        .filter_map(Breakdown::from_record)
+        .collect();
+    let b = Breakdown::mean(&parts);
+    if b.steps == 0 || b.total() <= 0.0 {
+        return None;
+    }
+    let mut md = String::new();
+    let _ = writeln!(md, "\n## Where the step's time goes\n");
+    let rows: Vec<Vec<String>> = Phase::ALL
+        .iter()
+        .map(|&p| {
+            vec![
+                p.label().into(),
+                format!("{:.2}", b.get(p) * 1e3),
+                format!("{:.1} %", 100.0 * b.get(p) / b.total()),
+            ]
+        })
+        .collect();
+    md += &markdown_table(&["phase", "ms per step", "share"], &rows);
+    let (largest, share) = Phase::ALL
+        .iter()
+        .map(|&p| (p, b.get(p) / b.total()))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let _ = writeln!(
+        md,
+        "\nThe run was **{}**: {} took {:.0} % of each step; the trainer waited {:.2} ms per step for data (mean over {} measured steps).",
+        b.bound(),
+        largest.label(),
+        100.0 * share,
+        b.get(Phase::DataWait) * 1e3,
+        b.steps
+    );
+    Some(md)
 }
 
 fn summary_markdown(
@@ -250,5 +304,8 @@ fn summary_markdown(
         })
         .collect();
     md += &markdown_table(&cols.map(|(h, _)| h), &rows);
+    if let Some(b) = breakdown_markdown(records) {
+        md += &b;
+    }
     md
 }

@@ -320,7 +320,8 @@ impl Optim {
             c.optim.layerwise_decay,
             c.optim.patch_embed_lr_mult,
         )?;
-        let adamw = AdamW::with_betas(&params, c.optim.adamw_beta1, c.optim.adamw_beta2, 1e-8);
+        let mut adamw = AdamW::with_betas(&params, c.optim.adamw_beta1, c.optim.adamw_beta2, 1e-8);
+        adamw.fused = c.optim.fused_adamw;
         let cuda = arch.dino_loss.center().device().is_cuda();
         Ok(Self {
             names,
@@ -334,10 +335,22 @@ impl Optim {
     }
 }
 
+/// What one iteration hands back, still on the device (reading it would wait for the step).
+pub struct StepOutput {
+    /// The loss terms, stacked ([`LossValues::from_terms`] reads them).
+    pub terms: Tensor,
+    /// Each student submodule's gradient norm before clipping (0-dim tensors).
+    pub norms: Vec<(String, Tensor)>,
+}
+
 /// One iteration (train.py's loop body): forward with the teacher temperature of `v`,
 /// backward (scaled), gradients averaged over the ranks of `dist`, unscale, clip each student
 /// submodule, AdamW with the scheduled lr and weight decay per parameter group, EMA update of
 /// the teacher with the scheduled momentum. A non-finite loss is an error (nothing is updated).
+///
+/// One value per step comes back from the device: whether the loss (and, with a loss scaler,
+/// every gradient) is finite, which decides the update as torch's GradScaler does. The loss
+/// terms and norms stay on the device until the caller logs them.
 pub fn train_step(
     arch: &mut SslMetaArch,
     o: &mut Optim,
@@ -345,14 +358,11 @@ pub fn train_step(
     v: &crate::ssl_schedules::SslScheduleValues,
     dist: &Dist,
     timer: &mut StepTimer,
-) -> Result<(LossValues, Vec<(String, Tensor)>)> {
+) -> Result<StepOutput> {
     let fp16 = o.scaler.is_some();
     let reduce: Option<&dyn model::loss::AllReduce> = dist.is_distributed().then_some(dist);
-    let (loss, values) = tch::autocast(fp16, || arch.forward(b, v.teacher_temp, reduce))?;
+    let (loss, terms) = tch::autocast(fp16, || arch.forward(b, v.teacher_temp, reduce))?;
     dist.check()?;
-    if !values.total.is_finite() {
-        bail!("the loss became {} ({values:?})", values.total);
-    }
     let scaled = match o.scaler.as_ref() {
         Some(s) => &loss * s.scale,
         None => loss.shallow_clone(),
@@ -361,11 +371,18 @@ pub fn train_step(
     timer.lap(Phase::ForwardBackward);
     dist.average_gradients(&grads)?;
     timer.lap(Phase::AllReduce);
+    let loss_bad = terms.get(0).isfinite().logical_not().to_kind(Kind::Float);
+    let flags = match o.scaler.as_ref() {
+        Some(s) => Tensor::stack(&[loss_bad, s.unscale_found_inf(&mut grads)?], 0),
+        None => loss_bad.reshape([1]),
+    };
+    let flags: Vec<f32> = Vec::try_from(flags.to_device(Device::Cpu))?;
+    if flags[0] != 0.0 {
+        let values = LossValues::from_terms(&terms)?;
+        bail!("the loss became {} ({values:?})", values.total);
+    }
     let ok = match o.scaler.as_mut() {
-        Some(s) => {
-            let finite = s.unscale(&mut grads);
-            s.update(finite)
-        }
+        Some(s) => s.update(flags[1] == 0.0),
         None => true,
     };
     let mut norms = Vec::new();
@@ -374,12 +391,12 @@ pub fn train_step(
             norms = clip_grad_norm_by_submodule(&o.names, &mut grads, o.clip_grad)?;
         }
         let (lrs, wds) = apply_schedules(&o.groups, v.lr, v.wd, v.last_layer_lr);
-        o.adamw.step(&mut o.params, &grads, &lrs, &wds)?;
+        o.adamw.step(&o.params, &grads, &lrs, &wds)?;
     }
     timer.lap(Phase::Optimizer);
-    arch.update_teacher(v.momentum);
+    arch.update_teacher(v.momentum)?;
     timer.lap(Phase::Ema);
-    Ok((values, norms))
+    Ok(StepOutput { terms, norms })
 }
 
 /// The dataset `train.dataset_path` / `train.split` names.
@@ -586,11 +603,12 @@ pub fn run(
         tensors: format!("iter_{it}.safetensors"),
         skipped_records,
     };
-    for b in loader.epoch(0, start)? {
-        if it >= end {
-            break;
-        }
+    let mut batches = loader.epoch(0, start)?;
+    while it < end {
+        timer.begin(it);
+        let Some(b) = batches.next() else { break };
         let mut b = b?;
+        timer.lap(Phase::DataWait);
         for r in &b.skipped {
             eprintln!("warning: rank {} iteration {it}: {r}", dist.rank());
         }
@@ -606,9 +624,10 @@ pub fn run(
                 .wrapping_add((dist.rank() as i64) << 40),
         );
         let sb = batch_tensors(&mut b, g, l, nl, device)?;
+        timer.lap(Phase::HostToDevice);
         let t_step = Instant::now();
-        let (values, norms) =
-            train_step(&mut arch, &mut o, &sb, &v, dist, &mut timer).map_err(|e| {
+        let StepOutput { terms, norms } = train_step(&mut arch, &mut o, &sb, &v, dist, &mut timer)
+            .map_err(|e| {
                 anyhow::anyhow!(
                     "{e:#} at iteration {it}; the last good checkpoint in {} is intact",
                     out.join("checkpoints").display()
@@ -618,9 +637,12 @@ pub fn run(
         steps_log += 1;
         it += 1;
         n_log += b.len();
-        last = values;
         bar.inc(1);
+        timer.end();
         if it.is_multiple_of(c.train.log_every.max(1)) || it == end {
+            // the loss terms of this step, read back once
+            last = LossValues::from_terms(&terms)?;
+            let breakdown = timer.take();
             // per iteration: the training step, and the collectives inside it
             let comm_s = dist.take_comm_time().as_secs_f64() / steps_log as f64;
             let step_s = step_time / steps_log as f64;
@@ -648,10 +670,16 @@ pub fn run(
             for (name, n) in &norms {
                 r[format!("grad_norm_{name}")] = json!(n.double_value(&[]));
             }
+            if let Some(fields) = r.as_object_mut() {
+                fields.extend(breakdown.to_json());
+                fields.insert("breakdown_steps".into(), json!(breakdown.steps));
+                fields.insert("bound".into(), json!(breakdown.bound()));
+            }
             metrics.log(&r)?;
             t_log = Instant::now();
             n_log = 0;
         }
+        timer.lap(Phase::Logging);
         if it.is_multiple_of(ckpt_every) || it == end {
             if dist.is_distributed() {
                 // A cheap guard against silent divergence: every rank holds the same weights.
