@@ -1,6 +1,6 @@
 //! `dinov2 train` with a pretraining config: a run stopped and resumed ends bit-identical to
 //! an uninterrupted one (teacher backbone, metrics); outputs are written; the exported
-//! teacher backbone loads into `dinov2 features`.
+//! teacher backbone loads into `dinov2 features`; the step-time breakdown adds up.
 
 mod common;
 use common::*;
@@ -53,6 +53,23 @@ fn pretraining_resumes_bit_identically() {
     ] {
         assert!(full.join(f).is_file(), "{f} missing");
     }
+    // Every record says where its steps' time went; the phases add up to about the step time
+    // (the step is forward + backward, optimizer and EMA), the loader kept up, and the summary
+    // says what bounded the run.
+    let records = trainer::metrics::read_metrics(&full.join("metrics.jsonl")).unwrap();
+    for r in records.iter().filter(|r| r["kind"] == "pretrain") {
+        let b = trainer::step_timer::Breakdown::from_record(r).expect("a step-time breakdown");
+        assert!(b.steps >= 1, "{r}");
+        let step = r["step_s"].as_f64().unwrap();
+        let inside = b.total()
+            - b.get(trainer::step_timer::Phase::DataWait)
+            - b.get(trainer::step_timer::Phase::HostToDevice)
+            - b.get(trainer::step_timer::Phase::Logging);
+        assert!((inside - step).abs() <= 0.05 * step + 2e-3, "{inside} vs step_s {step}: {r}");
+        assert!(r["bound"].is_string(), "{r}");
+    }
+    assert!(text.contains("## Where the step's time goes"), "{text}");
+    assert!(text.contains("The run was **"), "{text}");
     let part = d.join("part");
     run(&d, &part, &["-o", "train.max_iterations=10"]);
     let st: serde_json::Value =
