@@ -54,7 +54,7 @@ STEPS = [
     ("doctor", "binary, libraries, CUDA, cuDNN, c10d backends", 5, 30),
     ("features", "dinov2 features vs the reference ViT-S/14, fp32 and fp16", 20, 90),
     ("probe", "linear probe, seed config, FP16 O1, resume", 30, 120),
-    ("pretrain", "ViT-S/14 seed pretraining, fp16 + grad scaler, bench train", 40, 150),
+    ("pretrain", "ViT-S/14 seed pretraining, fp16 + grad scaler, bench train fp16 and bf16", 50, 200),
     ("reference", "dinov2's own pretraining step, same batch", 30, 120),
     ("model", "bench model --fp16 vs PyTorch eager", 20, 90),
     ("nccl", "launch --nproc-per-node 1 through NCCL", 20, 90),
@@ -400,22 +400,40 @@ def step_pretrain(ctx, step):
     judge(step, "no NaN or inf", all(math.isfinite(r["total_loss"]) for r in recs), f["loss_last"], "finite")
     if not ctx.dry:
         judge(step, "fp16 loss scaler active", f["loss_scale"] is not None, f["loss_scale"], "a scale")
-    bench = ctx.work / "bench-train"
-    cfg, ov = pretrain_overrides(ctx, ctx.work / "bench-train-run", ctx.s["pre_batch"], ctx.s["pre_iters"])
-    run(ctx, step, "bench_train", dinov2(ctx, "bench", "train", "-c", cfg, *ov, "--iterations", ctx.s["bench_iters"],
-                                         "--workdir", bench), 150)
-    b = json.loads((bench / "results.json").read_text())
-    f["bench_train"] = {k: b[k] for k in ("data_images_per_s", "premade_step_images_per_s", "step_images_per_s",
-                                          "fed_vs_premade")}
-    ctx.ours_step = b
+    # bench train in the reference's fp16 + loss scaler, then in bf16 (no scaler): images/s and
+    # where each step's time goes (every phase synchronised: a profiling run)
+    fmt_bd = lambda bd: ", ".join(f"{k[:-2]} {1e3 * v:.1f}" for k, v in bd.items())
+    for prec, extra in (("fp16", []), ("bf16", ["-o", "compute_precision.autocast_dtype=bf16",
+                                                "-o", "compute_precision.grad_scaler=false"])):
+        if ctx.dry and prec == "bf16":
+            extra = ["-o", "compute_precision.autocast_dtype=bf16"]
+        bench = ctx.work / f"bench-train-{prec}"
+        cfg, ov = pretrain_overrides(ctx, ctx.work / "bench-train-run", ctx.s["pre_batch"], ctx.s["pre_iters"])
+        run(ctx, step, f"bench_train_{prec}", dinov2(ctx, "bench", "train", "-c", cfg, *ov, *extra, "--iterations",
+                                                     ctx.s["bench_iters"], "--workdir", bench), 150)
+        b = json.loads((bench / "results.json").read_text())
+        f[f"bench_train_{prec}"] = {k: b.get(k) for k in ("data_images_per_s", "premade_step_images_per_s",
+                                                          "step_images_per_s", "fed_vs_premade", "breakdown_fed",
+                                                          "bound")}
+        if prec == "fp16":
+            f["bench_train"] = f["bench_train_fp16"]
+            ctx.ours_step = b
+        key(step, f"bench train ({prec}) images/s: pipeline alone / step on a pre-made batch / step fed by the pipeline",
+            f"{b['data_images_per_s']:.1f} / {b['premade_step_images_per_s']:.1f} / {b['step_images_per_s']:.1f} "
+            f"(fed / pre-made {b['fed_vs_premade']:.3f})")
+        key(step, f"bench train ({prec}) step breakdown, ms (fed by the pipeline)",
+            f"{fmt_bd(b['breakdown_fed'])} ({b['bound']})")
+        if not ctx.dry:
+            judge(step, f"{prec}: step fed by the pipeline vs on a pre-made batch", b["fed_vs_premade"] >= 0.95,
+                  b["fed_vs_premade"], ">= 0.95 (the GPU never waits for data)")
+    # the training run's own breakdown (on CUDA one step in log_every is synchronised per phase)
+    bd = [r for r in later if "fwd_bwd_s" in r]
+    if bd:
+        f["train_breakdown"] = {k: statistics.median(r[k] for r in bd) for k in
+                                ("data_wait_s", "h2d_s", "fwd_bwd_s", "allreduce_exposed_s", "optimizer_s", "ema_s",
+                                 "logging_s")}
     key(step, f"pretraining, batch {f['batch']}: images/s, step s, loss scale, skipped, peak GPU MiB",
         f"{f['images_per_s']:.1f}, {f['step_s']:.3f}, {f['loss_scale']}, {f['skipped_steps']}, {mem}")
-    key(step, "bench train images/s: pipeline alone / step on a pre-made batch / step fed by the pipeline",
-        f"{b['data_images_per_s']:.1f} / {b['premade_step_images_per_s']:.1f} / {b['step_images_per_s']:.1f} "
-        f"(fed / pre-made {b['fed_vs_premade']:.3f})")
-    if not ctx.dry:
-        judge(step, "step fed by the pipeline vs on a pre-made batch", b["fed_vs_premade"] >= 0.95,
-              b["fed_vs_premade"], ">= 0.95 (the GPU never waits for data)")
 
 
 # --- 5. reference ----------------------------------------------------------------------------

@@ -190,8 +190,7 @@ fn adamw_state_round_trips_through_safetensors() {
     let mut opt = AdamW::new(&params);
     let loss = mlp_loss(&params, &x, &y, true);
     let grads = Tensor::run_backward(&[&loss], &params, false, false);
-    opt.step(&params, &grads, &[1e-3; 6], &[0.04; 6])
-        .unwrap();
+    opt.step(&params, &grads, &[1e-3; 6], &[0.04; 6]).unwrap();
     let path = scratch("ssl_optim_state").join("adamw.safetensors");
     Tensor::write_safetensors(&opt.state_tensors(&NAMES).unwrap(), &path).unwrap();
     let back = Tensor::read_safetensors(&path).unwrap();

@@ -65,7 +65,10 @@ fn pretraining_resumes_bit_identically() {
             - b.get(trainer::step_timer::Phase::DataWait)
             - b.get(trainer::step_timer::Phase::HostToDevice)
             - b.get(trainer::step_timer::Phase::Logging);
-        assert!((inside - step).abs() <= 0.05 * step + 2e-3, "{inside} vs step_s {step}: {r}");
+        assert!(
+            (inside - step).abs() <= 0.05 * step + 2e-3,
+            "{inside} vs step_s {step}: {r}"
+        );
         assert!(r["bound"].is_string(), "{r}");
     }
     assert!(text.contains("## Where the step's time goes"), "{text}");

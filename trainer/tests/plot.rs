@@ -221,13 +221,13 @@ fn run_report_without_metrics_names_the_file() {
 }
 
 #[test]
-fn pretraining_report_has_key_figures_course_and_eight_panels() {
+fn pretraining_report_has_key_figures_course_breakdown_and_nine_panels() {
     let dir = temp_dir("pretrain");
     let mut lines = Vec::new();
     for it in (5..=200u64).step_by(5) {
         let x = it as f64;
         lines.push(format!(
-            r#"{{"kind":"pretrain","iteration":{it},"epoch":{},"total_loss":{},"dino_local_crops_loss":{},"dino_global_crops_loss":1.5,"koleo_loss":0.01,"ibot_loss":0.9,"lr":{},"last_layer_lr":{},"wd":0.04,"mom":0.996,"teacher_temp":0.04,"teacher_entropy":{},"teacher_marginal_entropy":5.4,"images_per_s":500.0,"world_size":2}}"#,
+            r#"{{"kind":"pretrain","iteration":{it},"epoch":{},"total_loss":{},"dino_local_crops_loss":{},"dino_global_crops_loss":1.5,"koleo_loss":0.01,"ibot_loss":0.9,"lr":{},"last_layer_lr":{},"wd":0.04,"mom":0.996,"teacher_temp":0.04,"teacher_entropy":{},"teacher_marginal_entropy":5.4,"images_per_s":500.0,"world_size":2,"data_wait_s":0.001,"h2d_s":0.004,"fwd_bwd_s":0.2,"allreduce_exposed_s":0.03,"optimizer_s":0.01,"ema_s":0.005,"logging_s":0.0,"breakdown_steps":5,"bound":"compute-bound"}}"#,
             it / 20,
             10.0 - x / 40.0,
             4.0 - x / 100.0,
@@ -267,6 +267,7 @@ fn pretraining_report_has_key_figures_course_and_eight_panels() {
     assert!(md.contains("40 records, 2 process(es)"), "{md}");
     // The course table: a header and 11 evenly spaced rows, the first and the last included.
     let course = md.split("## Course of the run").nth(1).unwrap();
+    let course = course.split("## Where").next().unwrap();
     assert_eq!(
         course.lines().filter(|l| l.starts_with("| ")).count(),
         13,
@@ -275,7 +276,24 @@ fn pretraining_report_has_key_figures_course_and_eight_panels() {
     assert!(course.contains("|         5 |"), "{md}");
     assert!(course.contains("|       200 |     5 |"), "{md}");
     let img = decode(&report.plot_png);
-    assert_eq!(img.dimensions(), plot::canvas_size(8));
+    assert_eq!(img.dimensions(), plot::canvas_size(9));
+    // Where the step's time goes, and what bounded the run.
+    let bd = md
+        .split("## Where the step's time goes")
+        .nth(1)
+        .expect("a breakdown");
+    assert!(
+        bd.contains("| forward + backward |      200.00 | 80.0 % |"),
+        "{md}"
+    );
+    assert!(
+        bd.contains("| exposed all-reduce |       30.00 | 12.0 % |"),
+        "{md}"
+    );
+    assert!(
+        bd.contains("The run was **compute-bound**: forward + backward took 80 % of each step; the trainer waited 1.00 ms per step for data (mean over 195 measured steps)."),
+        "{md}"
+    );
     assert!(
         leftovers(
             &dir,
