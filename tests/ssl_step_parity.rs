@@ -145,8 +145,16 @@ fn two_training_iterations_match_the_reference() {
     let mut o = Optim::new(&arch, &cfg).unwrap();
     assert!(o.scaler.is_none());
     for (i, v) in steps.iter().enumerate() {
-        let (values, _) =
-            train_step(&mut arch, &mut o, &sb, v, &trainer::dist::Dist::single()).unwrap();
+        let mut timer = trainer::step_timer::StepTimer::new(Device::Cpu, 1);
+        let (values, _) = train_step(
+            &mut arch,
+            &mut o,
+            &sb,
+            v,
+            &trainer::dist::Dist::single(),
+            &mut timer,
+        )
+        .unwrap();
         for (k, ours) in [
             ("dino_local_crops_loss", values.dino_local_crops_loss),
             ("dino_global_crops_loss", values.dino_global_crops_loss),
