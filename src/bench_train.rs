@@ -131,11 +131,17 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
     let premade_ips = batch as f64 / median(&premade_times);
     let crops = 2 + nl;
     println!(
-        "{} ({}x{} ViT, patch {}), batch {batch}, {crops} crops ({g} + {nl} x {l} px), {device:?}, {} timed iterations, medians:",
+        "{} ({}x{} ViT, patch {}), batch {batch}, {crops} crops ({g} + {nl} x {l} px), {device:?}, {}{}, {} timed iterations, medians:",
         c.student.arch,
         mac.student.depth,
         mac.student.embed_dim,
         mac.student.patch_size,
+        o.precision,
+        if o.scaler.is_some() {
+            " + loss scaler"
+        } else {
+            ""
+        },
         a.iterations
     );
     println!("| what | images/s | crops/s |");
@@ -176,6 +182,7 @@ pub fn run(a: TrainBenchArgs) -> Result<ExitCode> {
         &path,
         &serde_json::to_vec_pretty(&serde_json::json!({
             "config": a.config, "overrides": a.overrides, "batch": batch, "device": format!("{device:?}"),
+            "precision": o.precision.name(),
             "data_images_per_s": data_ips, "step_images_per_s": step_ips,
             "premade_step_images_per_s": premade_ips, "fed_vs_premade": step_ips / premade_ips,
             "data_batches": data_batches, "data_seconds": data_seconds, "step_seconds": step_times,

@@ -4,13 +4,14 @@
 use crate::features::parse_device;
 use anyhow::{Context, Result, ensure};
 use clap::Args;
+use model::runtime::Precision;
 use pipeline::bad_records::BadRecordPolicy;
 use pipeline::dir_lock::DirLock;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use trainer::backbone::BackboneSpec;
-use trainer::config::{AmpLevel, Config, DeviceKind, ProbeProtocol, SchedulerName, Unit};
+use trainer::config::{AmpDtype, AmpLevel, Config, DeviceKind, ProbeProtocol, SchedulerName, Unit};
 use trainer::dist::Dist;
 use trainer::probe::classifiers::Protocol;
 use trainer::probe::{DataSpec, KnnSpec, ProbeSettings};
@@ -50,9 +51,16 @@ pub fn settings(cfg: &Config, resume: bool, device: Option<&str>) -> Result<Prob
             }
         },
     };
+    let mut precision = Precision::Fp32;
     let fp16 = match &cfg.fp16 {
+        Some(f) if f.level != AmpLevel::O0 && f.dtype == AmpDtype::Bfloat16 => {
+            // bf16 has fp32's exponent range: no loss scaling (FP16.GradScaler is ignored).
+            precision = Precision::Bf16;
+            None
+        }
         Some(f) if f.level != AmpLevel::O0 => {
             if device.is_cuda() {
+                precision = Precision::Fp16;
                 let s = &f.grad_scaler;
                 let mut sc = LossScaler::new(
                     s.init_loss_scaling,
@@ -166,6 +174,7 @@ pub fn settings(cfg: &Config, resume: bool, device: Option<&str>) -> Result<Prob
         weight_decay: cfg.optimizer.weight_decay,
         schedule,
         schedule_per_step: per_step,
+        precision,
         fp16,
         print_every: g.print_batch_step.max(1),
         eval_every: if g.eval_during_train {

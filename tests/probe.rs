@@ -100,6 +100,7 @@ fn settings(data: &Path, out: &Path, epochs: u64) -> ProbeSettings {
         weight_decay: 0.0,
         schedule: Cosine::new(1.0, epochs),
         schedule_per_step: false,
+        precision: model::runtime::Precision::Fp32,
         fp16: None,
         print_every: 2,
         eval_every: 1,

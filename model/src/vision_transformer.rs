@@ -146,11 +146,14 @@ impl DinoVisionTransformer {
             let mt = self.mask_token.to_kind(t.kind()).unsqueeze(0);
             t = mt.where_self(&m.to_kind(Kind::Bool).unsqueeze(-1), &t);
         }
-        let cls = self.cls_token.to_kind(t.kind()).expand([b, -1, -1], false);
+        // `torch.cat` promotes, as in the reference: under autocast the patch embedding is
+        // fp16/bf16 but the fp32 class token makes the token stream (the residual stream of
+        // every block) fp32; a model converted to fp16/bf16 stays in its dtype.
+        let cls = self.cls_token.expand([b, -1, -1], false);
         t = Tensor::cat(&[cls, t], 1);
         t = &t + self.interpolate_pos_encoding(n, size[2], size[3], t.kind());
         if let Some(reg) = &self.register_tokens {
-            let reg = reg.to_kind(t.kind()).expand([b, -1, -1], false);
+            let reg = reg.expand([b, -1, -1], false);
             t = Tensor::cat(&[t.narrow(1, 0, 1), reg, t.narrow(1, 1, n)], 1);
         }
         Ok(t)

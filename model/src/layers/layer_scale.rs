@@ -14,7 +14,9 @@ impl LayerScale {
         }
     }
 
+    /// `x * gamma` with type promotion, as the reference: under autocast a fp16/bf16 branch
+    /// output times the fp32 gamma is fp32, so the residual stream stays fp32.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x * self.gamma.to_kind(x.kind())
+        x * &self.gamma
     }
 }

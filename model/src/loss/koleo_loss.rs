@@ -2,8 +2,9 @@
 //! Sablayrolles et al. (2018), `−mean log ‖x_i − x_{nn(i)}‖` on L2-normalised vectors, which
 //! spreads the student's CLS tokens within a batch.
 //!
-//! Computed in fp32 whatever the input dtype. The reference runs under
-//! `autocast(enabled=False)` but does not upcast, so with fp16 tokens its `1e-8` epsilons
+//! Computed in fp32 whatever the input dtype (fp16 or bf16), with autocast off on the CPU and
+//! CUDA as the reference's `autocast(enabled=False)` (else the nearest-neighbour products would
+//! run in the autocast dtype). The reference does not upcast, so with fp16 tokens its `1e-8` epsilons
 //! underflow to 0 and two identical tokens give `log(0) = −inf`, i.e. `koleo_loss: inf`
 //! (facebookresearch/dinov2 #492, #143).
 
@@ -41,14 +42,16 @@ impl KoLeoLoss {
     /// [`forward`](Self::forward) with the reference's `eps` argument (normalisation and log;
     /// the pairwise-distance epsilon stays 1e-8 as in the reference).
     pub fn forward_with_eps(&self, student_output: &Tensor, eps: f64) -> Tensor {
-        let x = student_output.to_kind(Kind::Float);
-        let norm = x
-            .norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)
-            .clamp_min(eps);
-        let x = &x / norm.expand_as(&x);
-        let nn = Self::pairwise_nns_inner(&x);
-        let d = Tensor::pairwise_distance(&x, &x.index_select(0, &nn), 2.0, EPS, false);
-        -(d + eps).log().mean(Kind::Float)
+        crate::runtime::without_autocast(|| {
+            let x = student_output.to_kind(Kind::Float);
+            let norm = x
+                .norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)
+                .clamp_min(eps);
+            let x = &x / norm.expand_as(&x);
+            let nn = Self::pairwise_nns_inner(&x);
+            let d = Tensor::pairwise_distance(&x, &x.index_select(0, &nn), 2.0, EPS, false);
+            -(d + eps).log().mean(Kind::Float)
+        })
     }
 }
 
@@ -70,10 +73,23 @@ mod tests {
         tch::manual_seed(2);
         let x = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
         let x = Tensor::cat(&[&x, &x.narrow(0, 0, 1)], 0);
-        for kind in [Kind::Float, Kind::Half] {
+        for kind in [Kind::Float, Kind::Half, Kind::BFloat16] {
             let l = KoLeoLoss::new().forward(&x.to_kind(kind));
             assert_eq!(l.kind(), Kind::Float);
             assert!(l.double_value(&[]).is_finite(), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn under_bf16_autocast_the_loss_is_the_fp32_loss_of_the_bf16_tokens() {
+        use crate::runtime::{Precision, autocast};
+        tch::manual_seed(3);
+        let x = Tensor::randn([16, 32], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+        let plain = KoLeoLoss::new().forward(&x).double_value(&[]);
+        let cast = autocast(Device::Cpu, Precision::Bf16, || {
+            KoLeoLoss::new().forward(&x).double_value(&[])
+        })
+        .unwrap();
+        assert_eq!(plain, cast, "autocast is off inside KoLeo");
     }
 }

@@ -17,4 +17,7 @@ pub use libtorch::{EXPECTED_TORCH_VERSION, Libtorch, libtorch};
 pub use loaded::{
     LoadedLibrary, is_torch_or_cuda, loaded_libraries, loaded_object_path, unresolved_dependencies,
 };
-pub use settings::{cuda_tf32, set_cuda_tf32};
+pub use settings::{
+    AutocastGuard, Precision, autocast, autocast_state, cuda_tf32, set_autocast_state,
+    set_cuda_tf32, without_autocast,
+};

@@ -96,8 +96,31 @@ pub enum Unit {
 pub struct Fp16 {
     #[serde(default)]
     pub level: AmpLevel,
+    /// The autocast dtype, named as Paddle's `amp.auto_cast(dtype=...)`: `float16` (default,
+    /// PASSL's; CUDA only, with `GradScaler`; a CPU run is fp32) or `bfloat16` (the CPU or
+    /// CUDA; no loss scaling: `GradScaler` is ignored). `fp16`/`bf16` are accepted too.
+    /// Ignored at level `O0`.
+    #[serde(default, skip_serializing_if = "AmpDtype::is_default")]
+    pub dtype: AmpDtype,
     #[serde(rename = "GradScaler", default)]
     pub grad_scaler: GradScaler,
+}
+
+/// `FP16.dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AmpDtype {
+    #[default]
+    #[serde(alias = "fp16")]
+    Float16,
+    #[serde(alias = "bf16")]
+    Bfloat16,
+}
+
+impl AmpDtype {
+    fn is_default(&self) -> bool {
+        *self == Self::Float16
+    }
 }
 
 /// Paddle AMP levels: `O0` off, `O1` autocast with fp32 parameters, `O2` fp16 parameters.

@@ -31,8 +31,8 @@ pub use errors::KeyError;
 pub use eval::{Knn, LinearEval, ProbeProtocol};
 pub use export::Export;
 pub use global::{
-    AmpLevel, DeviceKind, DistributedStrategy, Fp16, Global, GradScaler, TaskType, TrainLoop, Unit,
-    ValidateLoop,
+    AmpDtype, AmpLevel, DeviceKind, DistributedStrategy, Fp16, Global, GradScaler, TaskType,
+    TrainLoop, Unit, ValidateLoop,
 };
 pub use loss::{CeLoss, Loss, LossTerm};
 pub use metric::{Metric, MetricTerm, TopkAcc};

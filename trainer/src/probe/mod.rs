@@ -14,6 +14,7 @@ use crate::schedule::Cosine;
 use anyhow::{Context, Result, bail, ensure};
 use classifiers::{Classifier, Protocol};
 use indicatif::{ProgressBar, ProgressStyle};
+use model::runtime::{Precision, autocast};
 use model::{DinoVisionTransformer, Take};
 use pipeline::bad_records::BadRecords;
 use pipeline::dataset::{Dataset, open_dataset};
@@ -68,7 +69,10 @@ pub struct ProbeSettings {
     /// and warm-up in epochs, and whether it advances per epoch (PASSL) or per step (dinov2).
     pub schedule: Cosine,
     pub schedule_per_step: bool,
-    /// fp16 autocast (CUDA) with this loss scaler.
+    /// The precision of the backbone and heads' forward passes (autocast; parameters stay
+    /// fp32): fp32, fp16 (CUDA, with the loss scaler `fp16`) or bf16 (CPU or CUDA).
+    pub precision: Precision,
+    /// The loss scaler of fp16 (none with fp32 or bf16).
     pub fp16: Option<LossScaler>,
     pub print_every: u64,
     pub eval_every: u64,
@@ -153,10 +157,10 @@ impl Run<'_> {
     fn layers(&self, x: &Tensor) -> Result<Vec<model::Intermediate>> {
         let n = classifiers::max_blocks(&self.classifiers);
         let _g = tch::no_grad_guard();
-        tch::autocast(self.s.fp16.is_some(), || {
+        autocast(self.s.device, self.s.precision, || {
             self.vit
                 .get_intermediate_layers(x, &Take::Last(n), false, true)
-        })
+        })?
     }
 
     /// Top-1, top-5 and mean loss of every classifier on the evaluation set.
@@ -169,9 +173,9 @@ impl Run<'_> {
             let (x, y) = batch_tensors(&mut b, crop, self.s.device);
             let layers = self.layers(&x)?;
             let _g = tch::no_grad_guard();
-            let logits = tch::autocast(self.s.fp16.is_some(), || {
+            let logits = autocast(self.s.device, self.s.precision, || {
                 classifiers::logits(&self.classifiers, &layers)
-            });
+            })?;
             for (a, l) in acc.iter_mut().zip(&logits) {
                 let l = l.to_kind(Kind::Float);
                 let (t1, t5) = topk_hits(&l, &y);
@@ -332,7 +336,10 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
             start_epoch = st.epochs_done;
             global_step = st.global_step;
             best = st.best;
-            run.scaler = st.scaler.or(run.scaler);
+            // The saved scaler goes on only where this run's precision uses one.
+            if run.scaler.is_some() {
+                run.scaler = st.scaler.or(run.scaler);
+            }
             if main {
                 truncate_metrics(&metrics_path, st.epochs_done)?;
                 eprintln!(
@@ -362,7 +369,15 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
         );
         eprintln!("train: {}", train_ds.describe());
         eprintln!("eval: {}", eval_ds.describe());
-        eprintln!("{} classifier(s), {classes} classes", run.classifiers.len());
+        eprintln!(
+            "{} classifier(s), {classes} classes, {}",
+            run.classifiers.len(),
+            match (s.precision, s.fp16.is_some()) {
+                (Precision::Fp32, _) => "fp32".to_string(),
+                (p, true) => format!("{p} autocast + loss scaler"),
+                (p, false) => format!("{p} autocast"),
+            }
+        );
         if dist.world() > 1 {
             eprintln!(
                 "data parallel: {} processes x batch {} (global batch {})",
@@ -438,9 +453,9 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
             let factor = schedule.at(unit);
             let (x, y) = batch_tensors(&mut b, crop, s.device);
             let layers = run.layers(&x)?;
-            let logits = tch::autocast(s.fp16.is_some(), || {
+            let logits = autocast(s.device, s.precision, || {
                 classifiers::logits(&run.classifiers, &layers)
-            });
+            })?;
             let losses: Vec<Tensor> = logits
                 .iter()
                 .map(|l| l.to_kind(Kind::Float).cross_entropy_for_logits(&y))
@@ -488,7 +503,7 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
                     "loss": per_classifier, "lr": lr0, "images_per_s": ips,
                     "loss_scale": run.scaler.as_ref().map(|sc| sc.scale),
                     "skipped_steps": run.scaler.as_ref().map(|sc| sc.skipped),
-                    "skipped_records": skipped_records,
+                    "skipped_records": skipped_records, "precision": s.precision.name(),
                 }))?;
                 t_print = Instant::now();
                 seen_print = 0;
@@ -622,7 +637,7 @@ pub fn extract_features(
     ds: Arc<dyn Dataset>,
     spec: &DataSpec,
     device: Device,
-    fp16: bool,
+    precision: Precision,
 ) -> Result<(Tensor, Tensor)> {
     let spec = DataSpec {
         shuffle: false,
@@ -636,7 +651,7 @@ pub fn extract_features(
         let mut b = b?;
         let (x, y) = batch_tensors(&mut b, crop, device);
         let _g = tch::no_grad_guard();
-        let f = tch::autocast(fp16, || vit.forward_features(&x, None, false))?;
+        let f = autocast(device, precision, || vit.forward_features(&x, None, false))??;
         feats.push(f.cls.to_kind(Kind::Float));
         labels.push(y);
     }
@@ -652,8 +667,8 @@ fn run_knn(
     classes: i64,
 ) -> Result<Vec<KnnResult>> {
     let t = Instant::now();
-    let (tf, tl) = extract_features(vit, train.clone(), &s.eval, s.device, s.fp16.is_some())?;
-    let (qf, ql) = extract_features(vit, eval.clone(), &s.eval, s.device, s.fp16.is_some())?;
+    let (tf, tl) = extract_features(vit, train.clone(), &s.eval, s.device, s.precision)?;
+    let (qf, ql) = extract_features(vit, eval.clone(), &s.eval, s.device, s.precision)?;
     let r = knn_eval(&tf, &tl, &qf, &ql, &k.ks, k.temperature, classes, 256)?;
     for x in &r {
         eprintln!(

@@ -96,12 +96,26 @@ pub struct ModelSection {
 
 /// `compute_precision`: `grad_scaler` is honoured (fp16 on CUDA: autocast + loss scaling);
 /// the FSDP sharding / mixed-precision sub-sections are accepted as written and not used
-/// (there is no FSDP here: whole-model data parallelism).
+/// (there is no FSDP here: whole-model data parallelism). `autocast_dtype` is ours.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComputePrecision {
     #[serde(default = "d_true")]
     pub grad_scaler: bool,
+    /// Ours: the dtype the forward pass (student and teacher, backbones and heads, on the CPU
+    /// or CUDA) runs under autocast in; parameters, gradients, AdamW and the teacher EMA stay
+    /// fp32, and the losses upcast to fp32 (Sinkhorn-Knopp fp64) either way.
+    /// - unset (default): the reference's setting, fp16 with a loss scaler on CUDA when
+    ///   `grad_scaler` is true, otherwise fp32 (always fp32 on the CPU);
+    /// - `fp16`: fp16 autocast, CUDA only (an error on the CPU), with a loss scaler when
+    ///   `grad_scaler` is true;
+    /// - `bf16`: bf16 autocast on the CPU or CUDA; bf16 has fp32's exponent range, so no loss
+    ///   scaler: `grad_scaler` is ignored;
+    /// - `fp32`: no autocast, no loss scaler.
+    ///
+    /// Also accepted: `float16`, `half`, `bfloat16`, `float32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autocast_dtype: Option<model::runtime::Precision>,
     #[serde(default)]
     pub teacher: Option<serde_norway::Value>,
     #[serde(default)]
@@ -112,6 +126,7 @@ impl Default for ComputePrecision {
     fn default() -> Self {
         Self {
             grad_scaler: true,
+            autocast_dtype: None,
             teacher: None,
             student: None,
         }
@@ -414,6 +429,31 @@ default_from_empty!(
     EvaluationSection
 );
 
+impl ComputePrecision {
+    /// The forward pass's precision on `device` and whether a loss scaler goes with it
+    /// (see [`autocast_dtype`](Self::autocast_dtype)).
+    pub fn resolve(
+        &self,
+        device: tch::Device,
+    ) -> anyhow::Result<(model::runtime::Precision, bool)> {
+        use model::runtime::Precision;
+        let cuda = device.is_cuda();
+        Ok(match self.autocast_dtype {
+            None if cuda && self.grad_scaler => (Precision::Fp16, true),
+            None | Some(Precision::Fp32) => (Precision::Fp32, false),
+            Some(Precision::Fp16) => {
+                anyhow::ensure!(
+                    cuda,
+                    "compute_precision.autocast_dtype: fp16 needs a CUDA device (this run is on \
+                     {device:?}); use bf16 or fp32 there"
+                );
+                (Precision::Fp16, self.grad_scaler)
+            }
+            Some(Precision::Bf16) => (Precision::Bf16, false),
+        })
+    }
+}
+
 impl SslConfig {
     /// Whether a YAML document is a pretraining config (dinov2's sections) rather than a
     /// probe config (PASSL's `Global`/`Model` sections).
@@ -449,5 +489,50 @@ mod tests {
             crate::config::from_yaml_as("augmentation: {jitter: [0.4, 0.4, 0.2, 0.7]}").unwrap();
         assert!(bad.augmentation.check().is_err());
         assert!(crate::config::from_yaml_as::<CropsSection>("augmentation: {blurp: 1}").is_err());
+    }
+
+    #[test]
+    fn compute_precision_resolves_per_device() {
+        use model::runtime::Precision::{Bf16, Fp16, Fp32};
+        use tch::Device::{Cpu, Cuda};
+        let cp = |y: &str| crate::config::from_yaml_as::<ComputePrecision>(y).unwrap();
+        // The defaults: the reference's fp16 + scaler on CUDA, fp32 on the CPU.
+        assert_eq!(cp("{}").resolve(Cuda(0)).unwrap(), (Fp16, true));
+        assert_eq!(cp("{}").resolve(Cpu).unwrap(), (Fp32, false));
+        assert_eq!(
+            cp("grad_scaler: false").resolve(Cuda(0)).unwrap(),
+            (Fp32, false)
+        );
+        // bf16 everywhere, never with a scaler.
+        for y in [
+            "autocast_dtype: bf16",
+            "{autocast_dtype: bfloat16, grad_scaler: true}",
+        ] {
+            assert_eq!(cp(y).resolve(Cpu).unwrap(), (Bf16, false));
+            assert_eq!(cp(y).resolve(Cuda(0)).unwrap(), (Bf16, false));
+        }
+        assert_eq!(
+            cp("autocast_dtype: fp32").resolve(Cuda(0)).unwrap(),
+            (Fp32, false)
+        );
+        let f16 = "{autocast_dtype: fp16, grad_scaler: false}";
+        assert_eq!(cp(f16).resolve(Cuda(0)).unwrap(), (Fp16, false));
+        let e = cp("autocast_dtype: fp16")
+            .resolve(Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("compute_precision.autocast_dtype") && e.contains("CUDA"),
+            "{e}"
+        );
+        let e =
+            crate::config::from_yaml_as::<ComputePrecision>("autocast_dtype: int8").unwrap_err();
+        assert!(
+            e.path == "autocast_dtype" && e.message.contains("int8") && e.message.contains("bf16"),
+            "{e:?}"
+        );
+        // Unset, it is not written out (resolved configs stay the reference's keys).
+        let y = crate::config::to_yaml_as(&cp("{}")).unwrap();
+        assert!(!y.contains("autocast_dtype"), "{y}");
     }
 }

@@ -302,12 +302,15 @@ pub struct Optim {
     pub groups: Vec<crate::optim::ParamGroup>,
     pub adamw: AdamW,
     pub scaler: Option<LossScaler>,
+    /// The forward pass's autocast precision (`compute_precision`, resolved for the device).
+    pub precision: model::runtime::Precision,
     pub clip_grad: f64,
 }
 
 impl Optim {
     /// As train.py: dinov2's parameter groups of every student submodule, AdamW with the
-    /// config's betas; on CUDA with `compute_precision.grad_scaler`, a loss scaler with torch's
+    /// config's betas; the precision of `compute_precision` on the model's device and, with fp16
+    /// (by default: on CUDA with `compute_precision.grad_scaler`), a loss scaler with torch's
     /// GradScaler defaults (dinov2's ShardedGradScaler).
     pub fn new(arch: &SslMetaArch, c: &SslConfig) -> Result<Self> {
         let vars: BTreeMap<String, Tensor> = arch.student_vs.variables().into_iter().collect();
@@ -322,14 +325,15 @@ impl Optim {
         )?;
         let mut adamw = AdamW::with_betas(&params, c.optim.adamw_beta1, c.optim.adamw_beta2, 1e-8);
         adamw.fused = c.optim.fused_adamw;
-        let cuda = arch.dino_loss.center().device().is_cuda();
+        let device = arch.dino_loss.center().device();
+        let (precision, scaler) = c.compute_precision.resolve(device)?;
         Ok(Self {
             names,
             params,
             groups,
             adamw,
-            scaler: (cuda && c.compute_precision.grad_scaler)
-                .then(|| LossScaler::new(65536.0, 2.0, 0.5, 2000, 1)),
+            scaler: scaler.then(|| LossScaler::new(65536.0, 2.0, 0.5, 2000, 1)),
+            precision,
             clip_grad: c.optim.clip_grad,
         })
     }
@@ -343,8 +347,9 @@ pub struct StepOutput {
     pub norms: Vec<(String, Tensor)>,
 }
 
-/// One iteration (train.py's loop body): forward with the teacher temperature of `v`,
-/// backward (scaled), gradients averaged over the ranks of `dist`, unscale, clip each student
+/// One iteration (train.py's loop body): forward with the teacher temperature of `v` under
+/// autocast to `o.precision` (none for fp32), backward outside it (scaled with fp16),
+/// gradients averaged over the ranks of `dist`, unscale, clip each student
 /// submodule, AdamW with the scheduled lr and weight decay per parameter group, EMA update of
 /// the teacher with the scheduled momentum. A non-finite loss is an error (nothing is updated).
 ///
@@ -359,9 +364,11 @@ pub fn train_step(
     dist: &Dist,
     timer: &mut StepTimer,
 ) -> Result<StepOutput> {
-    let fp16 = o.scaler.is_some();
     let reduce: Option<&dyn model::loss::AllReduce> = dist.is_distributed().then_some(dist);
-    let (loss, terms) = tch::autocast(fp16, || arch.forward(b, v.teacher_temp, reduce))?;
+    let device = b.global.device();
+    let (loss, terms) = model::runtime::autocast(device, o.precision, || {
+        arch.forward(b, v.teacher_temp, reduce)
+    })??;
     dist.check()?;
     let scaled = match o.scaler.as_ref() {
         Some(s) => &loss * s.scale,
@@ -515,7 +522,6 @@ pub fn run(
     // Trainable student parameters in name order, their groups and the optimizer.
     let mut o = Optim::new(&arch, c)?;
     let sched = schedules(c, dist.world() as u64)?;
-    let fp16 = o.scaler.is_some();
 
     let metrics_path = out.join("metrics.jsonl");
     let mut start = 0;
@@ -524,7 +530,10 @@ pub fn run(
         Some(st) if resume => {
             start = st.iteration;
             skipped_records = st.skipped_records;
-            o.scaler = st.scaler.or(o.scaler.take());
+            // The saved scaler goes on only where this run's precision uses one.
+            if o.scaler.is_some() {
+                o.scaler = st.scaler.or(o.scaler.take());
+            }
             if main {
                 let keep: Vec<String> = crate::metrics::read_metrics(&metrics_path)
                     .unwrap_or_default()
@@ -583,7 +592,11 @@ pub fn run(
                 String::new()
             },
             cr.local_crops_number,
-            if fp16 { ", fp16" } else { ", fp32" }
+            match (o.precision, o.scaler.is_some()) {
+                (model::runtime::Precision::Fp32, _) => ", fp32".to_string(),
+                (p, true) => format!(", {p} autocast + loss scaler"),
+                (p, false) => format!(", {p} autocast"),
+            }
         );
     }
     let (g, l, nl) = (
@@ -665,6 +678,7 @@ pub fn run(
                 "images_per_s": ips, "loss_scale": o.scaler.as_ref().map(|s| s.scale),
                 "skipped_steps": o.scaler.as_ref().map(|s| s.skipped),
                 "skipped_records": skipped_records,
+                "precision": o.precision.name(),
                 "step_s": step_s, "comm_s": comm_s, "world_size": dist.world(), "backend": dist.backend(),
             });
             for (name, n) in &norms {
