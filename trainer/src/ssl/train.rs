@@ -5,7 +5,7 @@
 
 use super::config::SslConfig;
 use super::meta_arch::{LossValues, MetaArchConfig, SslBatch, SslMetaArch};
-use crate::dist::Dist;
+use crate::dist::{Dist, GradOverlap, registration_order};
 use crate::metrics::MetricsWriter;
 use crate::optim::{AdamW, apply_schedules, clip_grad_norm_by_submodule, student_param_groups};
 use crate::scaler::LossScaler;
@@ -303,6 +303,9 @@ pub struct Optim {
     pub adamw: AdamW,
     pub scaler: Option<LossScaler>,
     pub clip_grad: f64,
+    /// Gradient all-reduce overlapped with the backward pass (set by the training loop when
+    /// distributed); without it `train_step` averages the gradients after the backward pass.
+    pub overlap: Option<GradOverlap>,
 }
 
 impl Optim {
@@ -330,6 +333,7 @@ impl Optim {
             scaler: (cuda && c.compute_precision.grad_scaler)
                 .then(|| LossScaler::new(65536.0, 2.0, 0.5, 2000, 1)),
             clip_grad: c.optim.clip_grad,
+            overlap: None,
         })
     }
 }
@@ -357,9 +361,15 @@ pub fn train_step(
         Some(s) => &loss * s.scale,
         None => loss.shallow_clone(),
     };
+    if let Some(ov) = &o.overlap {
+        ov.arm()?;
+    }
     let mut grads = Tensor::f_run_backward(&[&scaled], &o.params, false, false)?;
     timer.lap(Phase::ForwardBackward);
-    dist.average_gradients(&grads)?;
+    match &o.overlap {
+        Some(ov) => ov.finish(&mut grads)?,
+        None => dist.average_gradients(&grads)?,
+    }
     timer.lap(Phase::AllReduce);
     let ok = match o.scaler.as_mut() {
         Some(s) => {
@@ -497,6 +507,7 @@ pub fn run(
     dist.broadcast_from_main(&crate::dist::sorted_variables(&arch.teacher_vs))?;
     // Trainable student parameters in name order, their groups and the optimizer.
     let mut o = Optim::new(&arch, c)?;
+    o.overlap = dist.grad_overlap(&o.params, &registration_order(&arch.student_vs, &o.params))?;
     let sched = schedules(c, dist.world() as u64)?;
     let fp16 = o.scaler.is_some();
 
@@ -623,6 +634,8 @@ pub fn run(
         if it.is_multiple_of(c.train.log_every.max(1)) || it == end {
             // per iteration: the training step, and the collectives inside it
             let comm_s = dist.take_comm_time().as_secs_f64() / steps_log as f64;
+            let exposed_s = (o.overlap.as_ref())
+                .map(|ov| ov.take_exposed_time().as_secs_f64() / steps_log as f64);
             let step_s = step_time / steps_log as f64;
             (step_time, steps_log) = (0.0, 0);
             if dist.is_distributed() {
@@ -644,6 +657,7 @@ pub fn run(
                 "skipped_steps": o.scaler.as_ref().map(|s| s.skipped),
                 "skipped_records": skipped_records,
                 "step_s": step_s, "comm_s": comm_s, "world_size": dist.world(), "backend": dist.backend(),
+                "allreduce_exposed_s": exposed_s,
             });
             for (name, n) in &norms {
                 r[format!("grad_norm_{name}")] = json!(n.double_value(&[]));
