@@ -288,7 +288,7 @@ impl ProcessGroup {
                 p.as_mut_ptr(),
                 n as c_int,
                 order.as_ptr(),
-                bucket_bytes.clamp(1, c_long::MAX as i64) as c_long,
+                c_long::try_from(bucket_bytes.max(1)).unwrap_or(c_long::MAX),
                 &mut raw,
                 &mut err,
             )
