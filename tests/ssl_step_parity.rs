@@ -144,9 +144,10 @@ fn two_training_iterations_match_the_reference() {
     // Our two iterations.
     let mut o = Optim::new(&arch, &cfg).unwrap();
     assert!(o.scaler.is_none());
+    let mut timer = trainer::step_timer::StepTimer::new(Device::Cpu, 1);
     for (i, v) in steps.iter().enumerate() {
-        let (values, _) =
-            train_step(&mut arch, &mut o, &sb, v, &trainer::dist::Dist::single()).unwrap();
+        let dist = trainer::dist::Dist::single();
+        let (values, _) = train_step(&mut arch, &mut o, &sb, v, &dist, &mut timer).unwrap();
         for (k, ours) in [
             ("dino_local_crops_loss", values.dino_local_crops_loss),
             ("dino_global_crops_loss", values.dino_global_crops_loss),
