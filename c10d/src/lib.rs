@@ -44,6 +44,24 @@ unsafe extern "C" {
         err: *mut *mut c_char,
     ) -> c_int;
     fn dv2_c10d_barrier(g: *mut c_void, err: *mut *mut c_char) -> c_int;
+    fn dv2_c10d_reducer_new(
+        g: *mut c_void,
+        ps: *mut *mut c_void,
+        n: c_int,
+        order: *const c_int,
+        bucket_bytes: c_long,
+        out: *mut *mut c_void,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    fn dv2_c10d_reducer_free(r: *mut c_void);
+    fn dv2_c10d_reducer_arm(r: *mut c_void, err: *mut *mut c_char) -> c_int;
+    fn dv2_c10d_reducer_finish(
+        r: *mut c_void,
+        grads: *mut *mut c_void,
+        n: c_int,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    fn dv2_c10d_reducer_log(r: *mut c_void, what: c_int, out: *mut c_int, cap: c_int) -> c_int;
 }
 
 /// Which c10d backend carries the collectives.
@@ -234,6 +252,161 @@ impl ProcessGroup {
         let mut err = std::ptr::null_mut();
         let rc = unsafe { dv2_c10d_barrier(self.raw, &mut err) };
         check(rc, err, &format!("barrier on rank {}", self.rank))
+    }
+
+    /// A [`GradReducer`] for `params` (registered on this group's backend; it keeps the backend
+    /// alive and may outlive `self`). `order` is the bucket order, a permutation of the
+    /// parameter indices (PyTorch DDP buckets parameters in reverse registration order, the
+    /// order autograd roughly produces their gradients in). Parameters are grouped by (dtype,
+    /// device) in order of first appearance and cut into buckets of about `bucket_bytes`.
+    /// Parameters that need no gradient or have no elements are left out.
+    pub fn grad_reducer(
+        &self,
+        params: &[&Tensor],
+        order: &[usize],
+        bucket_bytes: i64,
+    ) -> Result<GradReducer> {
+        let n = params.len();
+        let mut seen = vec![false; n];
+        for &i in order {
+            if i >= n || std::mem::replace(&mut seen[i], true) {
+                bail!("bucket order {order:?} is not a permutation of 0..{n}");
+            }
+        }
+        if order.len() != n {
+            bail!(
+                "bucket order has {} entries for {n} parameters",
+                order.len()
+            );
+        }
+        let mut p = ptrs(params);
+        let order: Vec<c_int> = order.iter().map(|&i| i as c_int).collect();
+        let (mut raw, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let rc = unsafe {
+            dv2_c10d_reducer_new(
+                self.raw,
+                p.as_mut_ptr(),
+                n as c_int,
+                order.as_ptr(),
+                c_long::try_from(bucket_bytes.max(1)).unwrap_or(c_long::MAX),
+                &mut raw,
+                &mut err,
+            )
+        };
+        check(
+            rc,
+            err,
+            &format!("gradient reducer for {n} parameters on rank {}", self.rank),
+        )?;
+        Ok(GradReducer {
+            raw,
+            n,
+            rank: self.rank,
+        })
+    }
+}
+
+/// All-reduces (mean over the ranks) the gradients of a fixed list of parameters while the
+/// backward pass runs, as PyTorch DDP's Reducer: a hook on each parameter copies its gradient
+/// into the parameter's slot of a bucket (a flat buffer of one dtype and device) and hands
+/// autograd a view of that slot instead, so the gradient the backward pass returns IS the
+/// slot; a complete bucket is launched as an asynchronous SUM all-reduce (buckets are launched
+/// in bucket order on every rank). The hooks also run on gradients captured by
+/// `Tensor::run_backward` with inputs (a leaf's hooks run on its captured gradient).
+///
+/// Per step: [`GradReducer::arm`] before the backward pass, [`GradReducer::finish`] after
+/// it. Unarmed (another backward pass), the hooks leave gradients alone.
+pub struct GradReducer {
+    raw: *mut c_void,
+    n: usize,
+    rank: usize,
+}
+
+// SAFETY: the reducer's state sits behind a mutex in C++ (its hooks run on autograd's threads).
+unsafe impl Send for GradReducer {}
+
+impl GradReducer {
+    /// Starts a step: fresh bucket buffers; the hooks now capture gradients.
+    pub fn arm(&self) -> Result<()> {
+        let mut err = std::ptr::null_mut();
+        let rc = unsafe { dv2_c10d_reducer_arm(self.raw, &mut err) };
+        check(
+            rc,
+            err,
+            &format!("arming the gradient reducer on rank {}", self.rank),
+        )
+    }
+
+    /// Ends a step: launches the buckets the backward pass left incomplete (the slots of
+    /// parameters that got no gradient are zeros; their gradients stay undefined), waits for
+    /// every all-reduce in launch order (the group's timeout) and divides each bucket by the
+    /// world size. `grads[i]` is what the backward pass returned for parameter `i`: every
+    /// defined one must be its bucket slot (it is checked), and holds the mean afterwards.
+    pub fn finish(&self, grads: &[Tensor]) -> Result<()> {
+        if grads.len() != self.n {
+            bail!(
+                "the gradient reducer has {} parameters, finish got {} gradients",
+                self.n,
+                grads.len()
+            );
+        }
+        let mut p: Vec<*mut c_void> = grads
+            .iter()
+            .map(|g| {
+                if g.defined() {
+                    g.as_ptr() as *mut c_void
+                } else {
+                    std::ptr::null_mut()
+                }
+            })
+            .collect();
+        let mut err = std::ptr::null_mut();
+        let rc = unsafe {
+            dv2_c10d_reducer_finish(self.raw, p.as_mut_ptr(), p.len() as c_int, &mut err)
+        };
+        check(
+            rc,
+            err,
+            &format!("all-reduce of the gradient buckets on rank {}", self.rank),
+        )
+    }
+
+    fn raw_log(&self, what: c_int) -> Vec<c_int> {
+        // the log may grow between the two calls (hooks on another thread): read what fits
+        let n = unsafe { dv2_c10d_reducer_log(self.raw, what, std::ptr::null_mut(), 0) };
+        let mut v = vec![0 as c_int; n.max(0) as usize];
+        let m = unsafe { dv2_c10d_reducer_log(self.raw, what, v.as_mut_ptr(), n) };
+        v.truncate(m.clamp(0, n) as usize);
+        v
+    }
+
+    fn log(&self, what: c_int) -> Vec<usize> {
+        self.raw_log(what).into_iter().map(|i| i as usize).collect()
+    }
+
+    /// Each parameter's bucket (`None`: left out).
+    pub fn bucket_of(&self) -> Vec<Option<usize>> {
+        self.raw_log(0)
+            .into_iter()
+            .map(|b| usize::try_from(b).ok())
+            .collect()
+    }
+
+    /// The buckets in the order the last (or current) step launched them.
+    pub fn launch_order(&self) -> Vec<usize> {
+        self.log(1)
+    }
+
+    /// The parameters in the order their hooks received a gradient in the last (or current)
+    /// step.
+    pub fn arrival_order(&self) -> Vec<usize> {
+        self.log(2)
+    }
+}
+
+impl Drop for GradReducer {
+    fn drop(&mut self) {
+        unsafe { dv2_c10d_reducer_free(self.raw) }
     }
 }
 

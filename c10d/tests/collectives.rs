@@ -238,3 +238,119 @@ fn nccl_without_a_gpu_is_a_clear_error() {
         assert!(err.contains("no NCCL support"), "{err}");
     }
 }
+
+/// A chain of layers `h = tanh(h @ p_i)` over 6 registered parameters (16x16), parameter 3
+/// unused; the input depends on the rank. Returns the loss.
+fn chain_loss(params: &[Tensor], rank: usize, step: i64) -> Tensor {
+    let x = Tensor::arange(4 * 16, (Kind::Float, tch::Device::Cpu))
+        .view([4, 16])
+        .sin()
+        * (1.0 + rank as f64 + step as f64);
+    let mut h = x;
+    for (i, p) in params.iter().enumerate() {
+        if i != 3 {
+            h = h.matmul(p).tanh();
+        }
+    }
+    h.square().sum(Kind::Float)
+}
+
+fn chain_params() -> Vec<Tensor> {
+    (0..6)
+        .map(|i| {
+            (Tensor::arange(256, (Kind::Float, tch::Device::Cpu)).view([16, 16])
+                * (0.37 + i as f64))
+                .cos()
+                .g_div_scalar(4.0)
+                .set_requires_grad(true)
+        })
+        .collect()
+}
+
+#[test]
+fn rank_reducer() {
+    let Some(mut pg) = join(Duration::from_secs(30)) else {
+        return;
+    };
+    let (rank, w) = (pg.rank(), pg.world() as f64);
+    let params = chain_params();
+    let refs: Vec<&Tensor> = params.iter().collect();
+    let n = params.len();
+    // reverse registration order, two 16x16 f32 parameters (2 KiB) per bucket
+    let order: Vec<usize> = (0..n).rev().collect();
+    let red = pg.grad_reducer(&refs, &order, 2048).unwrap();
+    assert_eq!(
+        red.bucket_of(),
+        vec![Some(2), Some(2), Some(1), Some(1), Some(0), Some(0)]
+    );
+    for step in 0..2 {
+        // not armed: the hooks leave gradients alone (local gradients, no arrivals)
+        let local = Tensor::run_backward(&[chain_loss(&params, rank, step)], &params, false, false);
+        assert!(!local[3].defined());
+        // the old way: sum of the flattened gradients, then divided by the world size
+        let defined: Vec<&Tensor> = local.iter().filter(|g| g.defined()).collect();
+        let flat = Tensor::cat(
+            &defined.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(),
+            0,
+        );
+        pg.all_reduce(&[&flat], ReduceOp::Sum).unwrap();
+        let flat = flat.g_div_scalar(w);
+        // overlapped: hooks on the captured gradients of run_backward with inputs
+        red.arm().unwrap();
+        let grads = Tensor::run_backward(&[chain_loss(&params, rank, step)], &params, false, false);
+        // autograd produces them in reverse registration order; the unused one never comes
+        assert_eq!(red.arrival_order(), vec![5, 4, 2, 1, 0]);
+        // bucket 0 (parameters 5, 4) went out during the backward pass; bucket 1 waits for
+        // parameter 3, and bucket 2, complete, waits behind it (launches keep bucket order)
+        assert_eq!(red.launch_order(), vec![0]);
+        red.finish(&grads).unwrap();
+        assert_eq!(red.launch_order(), vec![0, 1, 2]);
+        assert!(!grads[3].defined());
+        let mut off = 0;
+        for (i, g) in grads.iter().enumerate() {
+            if i == 3 {
+                continue;
+            }
+            let want = flat.narrow(0, off, 256).view([16, 16]);
+            off += 256;
+            assert!(g.equal(&want), "step {step} parameter {i} differs");
+            assert!(!g.equal(&local[i]) || w == 1.0);
+        }
+        println!("rank {rank} step {step} ok");
+    }
+    // an unarmed backward after the steps: identity again
+    let local = Tensor::run_backward(&[chain_loss(&params, rank, 0)], &params, false, false);
+    let again = Tensor::run_backward(&[chain_loss(&params, rank, 0)], &params, false, false);
+    assert!(local[0].equal(&again[0]));
+    // a gradient that bypassed the hooks is refused, not silently left out of the sum
+    red.arm().unwrap();
+    let grads = Tensor::run_backward(&[chain_loss(&params, rank, 0)], &params, false, false);
+    let mut forged: Vec<Tensor> = grads.iter().map(|g| g.shallow_clone()).collect();
+    forged[0] = forged[0].copy();
+    let err = red
+        .finish(&forged)
+        .expect_err("a copied gradient must be refused");
+    assert!(
+        format!("{err:#}").contains("did not pass through"),
+        "{err:#}"
+    );
+    drop(red);
+    // freed: the hooks are gone
+    let after = Tensor::run_backward(&[chain_loss(&params, rank, 0)], &params, false, false);
+    assert!(after[0].equal(&local[0]));
+    pg.barrier().unwrap();
+    println!("rank {rank} reducer ok");
+}
+
+#[test]
+fn overlapped_gradients_equal_the_summed_then_divided_ones_and_arrive_in_reverse_order() {
+    if role().is_some() {
+        return;
+    }
+    for world in [1, 2] {
+        for (rank, (ok, out)) in spawn("rank_reducer", world).into_iter().enumerate() {
+            assert!(ok, "world {world} rank {rank} failed:\n{out}");
+            assert!(out.contains(&format!("rank {rank} reducer ok")), "{out}");
+        }
+    }
+}

@@ -10,11 +10,19 @@
 //! Collectives are called through `&self` (the losses' [`AllReduce`] hook takes `&self`); the
 //! first failure (a dead peer, a timeout) is kept, later collectives are skipped, and
 //! [`Dist::check`] hands it to the training loop, which stops with it.
+//!
+//! Gradients are averaged while the backward pass runs: [`Dist::grad_overlap`] registers a hook
+//! on each parameter that puts its gradient into a bucket and launches the bucket's all-reduce
+//! as soon as it is complete (PyTorch DDP's scheme, see [`c10d::GradReducer`]);
+//! [`GradOverlap::finish`] after the backward pass waits for what is still in flight.
 
 use anyhow::{Context, Result, bail};
-use c10d::{Backend, ProcessGroup, ReduceOp};
+use c10d::{Backend, GradReducer, ProcessGroup, ReduceOp};
 use model::loss::AllReduce;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
@@ -104,8 +112,13 @@ pub struct Dist {
     pub info: WorldInfo,
     pg: Option<RefCell<ProcessGroup>>,
     failure: RefCell<Option<anyhow::Error>>,
-    /// Time spent in collectives since the last [`Dist::take_comm_time`].
-    comm: Cell<Duration>,
+    /// Nanoseconds spent in collectives since the last [`Dist::take_comm_time`] (shared with
+    /// the [`GradOverlap`]s, whose waits count too).
+    comm: Arc<AtomicU64>,
+}
+
+fn add_time(comm: &AtomicU64, d: Duration) {
+    comm.fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
 }
 
 impl Dist {
@@ -122,7 +135,7 @@ impl Dist {
             },
             pg: None,
             failure: RefCell::new(None),
-            comm: Cell::new(Duration::ZERO),
+            comm: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -219,12 +232,14 @@ impl Dist {
         if let Err(e) = f(&mut pg.borrow_mut()) {
             *self.failure.borrow_mut() = Some(e);
         }
-        self.comm.set(self.comm.get() + t.elapsed());
+        add_time(&self.comm, t.elapsed());
     }
 
-    /// Time spent in collectives (waiting for peers included) since the last call.
+    /// Time this thread spent in collectives (waiting for peers included) since the last call:
+    /// the synchronous ones, and for the gradients the wait in [`GradOverlap::finish`] (the
+    /// all-reduce the backward pass did not hide).
     pub fn take_comm_time(&self) -> Duration {
-        self.comm.replace(Duration::ZERO)
+        Duration::from_nanos(self.comm.swap(0, Ordering::Relaxed))
     }
 
     fn run(&self, f: impl FnOnce(&mut ProcessGroup) -> Result<()>) -> Result<()> {
@@ -261,6 +276,45 @@ impl Dist {
             }
             Ok(())
         })
+    }
+
+    /// Gradient averaging overlapped with the backward pass for `params` (None when this
+    /// process is in no group). `registration_order[i]` is the registration (creation) index of
+    /// `params[i]` (see [`registration_order`]): buckets take the parameters in reverse
+    /// registration order, as PyTorch DDP, about `BUCKET_BYTES` each per (dtype, device).
+    /// Each step: [`GradOverlap::arm`] before the backward pass, [`GradOverlap::finish`] after.
+    pub fn grad_overlap(
+        &self,
+        params: &[Tensor],
+        registration_order: &[usize],
+    ) -> Result<Option<GradOverlap>> {
+        self.grad_overlap_with_buckets(params, registration_order, BUCKET_BYTES)
+    }
+
+    /// [`Dist::grad_overlap`] with buckets of about `bucket_bytes` (tests).
+    pub fn grad_overlap_with_buckets(
+        &self,
+        params: &[Tensor],
+        registration_order: &[usize],
+        bucket_bytes: i64,
+    ) -> Result<Option<GradOverlap>> {
+        let Some(pg) = &self.pg else { return Ok(None) };
+        if registration_order.len() != params.len() {
+            bail!(
+                "{} registration indices for {} parameters",
+                registration_order.len(),
+                params.len()
+            );
+        }
+        let mut order: Vec<usize> = (0..params.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(registration_order[i]));
+        let refs: Vec<&Tensor> = params.iter().collect();
+        let reducer = pg.borrow().grad_reducer(&refs, &order, bucket_bytes)?;
+        Ok(Some(GradOverlap {
+            reducer,
+            comm: self.comm.clone(),
+            exposed: Cell::new(Duration::ZERO),
+        }))
     }
 
     /// The mean of scalars over the ranks (for logging).
@@ -310,6 +364,70 @@ impl AllReduce for Dist {
     fn all_reduce_max(&self, t: &mut Tensor) {
         self.with_pg(|pg| pg.all_reduce(&[t], ReduceOp::Max));
     }
+}
+
+/// Gradients averaged over the ranks while the backward pass runs (see [`Dist::grad_overlap`]):
+/// the bucket all-reduces start from autograd hooks; [`GradOverlap::finish`] waits for them.
+pub struct GradOverlap {
+    reducer: GradReducer,
+    comm: Arc<AtomicU64>,
+    /// Time in [`GradOverlap::finish`] since the last [`GradOverlap::take_exposed_time`].
+    exposed: Cell<Duration>,
+}
+
+impl GradOverlap {
+    /// Before the backward pass: its gradients of the parameters go into fresh buckets.
+    pub fn arm(&self) -> Result<()> {
+        self.reducer.arm()
+    }
+
+    /// After the backward pass (`grads`: what it returned for the parameters, in their order):
+    /// launches the buckets still incomplete, waits for every all-reduce and leaves each
+    /// defined gradient holding its mean over the ranks: the sum divided by the world size, as
+    /// [`Dist::average_gradients`] computes it. A gradient this rank did not get stays
+    /// undefined here and counts as zeros in the other ranks' means. The time spent here is
+    /// the exposed communication.
+    pub fn finish(&self, grads: &mut [Tensor]) -> Result<()> {
+        let t = Instant::now();
+        let r = self.reducer.finish(grads);
+        let d = t.elapsed();
+        self.exposed.set(self.exposed.get() + d);
+        add_time(&self.comm, d);
+        r
+    }
+
+    /// Time spent in [`GradOverlap::finish`] since the last call.
+    pub fn take_exposed_time(&self) -> Duration {
+        self.exposed.replace(Duration::ZERO)
+    }
+
+    /// The reducer (bucket layout, launch and arrival order of the last step).
+    pub fn reducer(&self) -> &GradReducer {
+        &self.reducer
+    }
+}
+
+/// The registration (creation) index of each of `params` among `vs`'s trainable variables,
+/// matched by data pointer (tch's `trainable_variables` keeps creation order, `variables` is a
+/// map). Parameters it does not hold come after all of its own, in the given order.
+pub fn registration_order(vs: &tch::nn::VarStore, params: &[Tensor]) -> Vec<usize> {
+    let trainable = vs.trainable_variables();
+    let index: HashMap<usize, usize> = trainable
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.numel() > 0)
+        .map(|(i, t)| (t.data_ptr() as usize, i))
+        .collect();
+    params
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let found = (p.numel() > 0)
+                .then(|| index.get(&(p.data_ptr() as usize)))
+                .flatten();
+            found.copied().unwrap_or(trainable.len() + k)
+        })
+        .collect()
 }
 
 /// Tensors grouped by (dtype, device), each group in the given order.

@@ -150,6 +150,8 @@ struct Run<'a> {
     param_lr: Vec<f64>,
     sgd: Sgd,
     scaler: Option<LossScaler>,
+    /// Gradient all-reduce overlapped with the backward pass (when distributed).
+    overlap: Option<crate::dist::GradOverlap>,
 }
 
 impl Run<'_> {
@@ -305,6 +307,8 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
     dist.broadcast_from_main(&params)?;
     dist.broadcast_from_main(&crate::dist::sorted_variables(&backbone_vs))?;
     let sgd = Sgd::new(&params, s.momentum, s.weight_decay);
+    let order = crate::dist::registration_order(&heads_vs, &params);
+    let overlap = dist.grad_overlap(&params, &order)?;
     let mut run = Run {
         s,
         vit,
@@ -315,6 +319,7 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
         param_lr,
         sgd,
         scaler: s.fp16.clone(),
+        overlap,
     };
     let metrics_path = s.out_dir.join("metrics.jsonl");
     let mut start_epoch = 0;
@@ -472,8 +477,14 @@ pub fn run(s: &ProbeSettings, dist: &Dist) -> Result<ProbeOutcome> {
                 Some(sc) => &loss * sc.scale,
                 None => loss.shallow_clone(),
             };
+            if let Some(ov) = &run.overlap {
+                ov.arm()?;
+            }
             let mut grads = Tensor::f_run_backward(&[&scaled], &run.params, false, false)?;
-            dist.average_gradients(&grads)?;
+            match &run.overlap {
+                Some(ov) => ov.finish(&mut grads)?,
+                None => dist.average_gradients(&grads)?,
+            }
             let step_ok = match run.scaler.as_mut() {
                 Some(sc) => {
                     let finite = sc.unscale(&mut grads)?;

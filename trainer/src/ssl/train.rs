@@ -5,7 +5,7 @@
 
 use super::config::SslConfig;
 use super::meta_arch::{LossValues, MetaArchConfig, SslBatch, SslMetaArch};
-use crate::dist::Dist;
+use crate::dist::{Dist, GradOverlap, registration_order};
 use crate::metrics::MetricsWriter;
 use crate::optim::{AdamW, apply_schedules, clip_grad_norm_by_submodule, student_param_groups};
 use crate::scaler::LossScaler;
@@ -305,6 +305,9 @@ pub struct Optim {
     /// The forward pass's autocast precision (`compute_precision`, resolved for the device).
     pub precision: model::runtime::Precision,
     pub clip_grad: f64,
+    /// Gradient all-reduce overlapped with the backward pass (set by the training loop when
+    /// distributed); without it `train_step` averages the gradients after the backward pass.
+    pub overlap: Option<GradOverlap>,
 }
 
 impl Optim {
@@ -335,6 +338,7 @@ impl Optim {
             scaler: scaler.then(|| LossScaler::new(65536.0, 2.0, 0.5, 2000, 1)),
             precision,
             clip_grad: c.optim.clip_grad,
+            overlap: None,
         })
     }
 }
@@ -374,9 +378,15 @@ pub fn train_step(
         Some(s) => &loss * s.scale,
         None => loss.shallow_clone(),
     };
+    if let Some(ov) = &o.overlap {
+        ov.arm()?;
+    }
     let mut grads = Tensor::f_run_backward(&[&scaled], &o.params, false, false)?;
     timer.lap(Phase::ForwardBackward);
-    dist.average_gradients(&grads)?;
+    match &o.overlap {
+        Some(ov) => ov.finish(&mut grads)?,
+        None => dist.average_gradients(&grads)?,
+    }
     timer.lap(Phase::AllReduce);
     let loss_bad = terms.get(0).isfinite().logical_not().to_kind(Kind::Float);
     let flags = match o.scaler.as_ref() {
@@ -521,6 +531,7 @@ pub fn run(
     dist.broadcast_from_main(&crate::dist::sorted_variables(&arch.teacher_vs))?;
     // Trainable student parameters in name order, their groups and the optimizer.
     let mut o = Optim::new(&arch, c)?;
+    o.overlap = dist.grad_overlap(&o.params, &registration_order(&arch.student_vs, &o.params))?;
     let sched = schedules(c, dist.world() as u64)?;
 
     let metrics_path = out.join("metrics.jsonl");
