@@ -6,7 +6,6 @@
 
 mod common;
 use common::*;
-use converters::synth::{SynthSpec, generate};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Tensor};
@@ -18,15 +17,7 @@ use trainer::ssl_schedules::SslScheduleValues;
 #[test]
 fn two_training_iterations_match_the_reference() {
     let dir = scratch("ssl_step_parity");
-    let spec = SynthSpec {
-        classes: 2,
-        train_per_class: 8,
-        val_per_class: 0,
-        mean_width: 60,
-        mean_height: 50,
-        ..SynthSpec::default()
-    };
-    generate(&dir.join("tree"), &spec).unwrap();
+    small_synth_tree(&dir, 2, 8, 0);
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny_ssl_cpu.yaml");
     let cfg: SslConfig = trainer::config::load_yaml(
         &config,

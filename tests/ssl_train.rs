@@ -4,20 +4,11 @@
 
 mod common;
 use common::*;
-use converters::synth::{SynthSpec, generate};
 use std::path::{Path, PathBuf};
 
 fn data() -> PathBuf {
     let dir = scratch("ssl_train");
-    let spec = SynthSpec {
-        classes: 3,
-        train_per_class: 20,
-        val_per_class: 0,
-        mean_width: 60,
-        mean_height: 50,
-        ..SynthSpec::default()
-    };
-    generate(&dir.join("tree"), &spec).unwrap();
+    small_synth_tree(&dir, 3, 20, 0);
     dir
 }
 
@@ -114,15 +105,7 @@ fn pretraining_resumes_bit_identically() {
 #[test]
 fn pretraining_starts_from_a_training_checkpoint() {
     let dir = scratch("ssl_train_pretrained");
-    let spec = SynthSpec {
-        classes: 2,
-        train_per_class: 8,
-        val_per_class: 0,
-        mean_width: 60,
-        mean_height: 50,
-        ..SynthSpec::default()
-    };
-    generate(&dir.join("tree"), &spec).unwrap();
+    small_synth_tree(&dir, 2, 8, 0);
     let first = dir.join("first");
     run(&dir, &first, &["-o", "train.max_iterations=5"]);
     let ckpt = std::fs::read_dir(first.join("checkpoints"))
@@ -187,15 +170,7 @@ fn bf16_pretraining_steps_stay_close_to_fp32() {
     const TEACHER_REL: f64 = 5e-3;
 
     let dir = scratch("ssl_train_bf16_tolerance");
-    let spec = SynthSpec {
-        classes: 2,
-        train_per_class: 8,
-        val_per_class: 0,
-        mean_width: 60,
-        mean_height: 50,
-        ..SynthSpec::default()
-    };
-    generate(&dir.join("tree"), &spec).unwrap();
+    small_synth_tree(&dir, 2, 8, 0);
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny_ssl_cpu.yaml");
     let load = |p: &str| -> SslConfig {
         trainer::config::load_yaml(
@@ -335,15 +310,7 @@ fn bf16_pretraining_steps_stay_close_to_fp32() {
 #[test]
 fn bf16_pretraining_then_bf16_probe_through_the_cli() {
     let dir = scratch("ssl_train_bf16_cli");
-    let spec = SynthSpec {
-        classes: 5,
-        train_per_class: 4,
-        val_per_class: 2,
-        mean_width: 60,
-        mean_height: 50,
-        ..SynthSpec::default()
-    };
-    generate(&dir.join("tree"), &spec).unwrap();
+    small_synth_tree(&dir, 5, 4, 2);
     let pre = dir.join("pre");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny_ssl_cpu.yaml");
     let out = output(dinov2().args(args![

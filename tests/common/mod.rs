@@ -68,6 +68,20 @@ macro_rules! args {
     ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new(&$a)),*] };
 }
 
+/// A generated class-per-folder tree at `dir/tree` (`train/` and `val/`) of small JPEGs
+/// (about 60 x 50 pixels): `classes` classes with `train` and `val` images each.
+pub fn small_synth_tree(dir: &Path, classes: usize, train: usize, val: usize) {
+    let spec = converters::synth::SynthSpec {
+        classes,
+        train_per_class: train,
+        val_per_class: val,
+        mean_width: 60,
+        mean_height: 50,
+        ..converters::synth::SynthSpec::default()
+    };
+    converters::synth::generate(&dir.join("tree"), &spec).unwrap();
+}
+
 /// A run's `metrics.jsonl` in `dir` with the timing fields removed (they differ between runs;
 /// everything else must not).
 pub fn metrics_without_timings(dir: &Path) -> Vec<serde_json::Value> {

@@ -99,21 +99,17 @@ impl LossValues {
     /// The terms of [`SslMetaArch::forward`]'s stacked tensor, read back in one copy.
     pub fn from_terms(terms: &Tensor) -> Result<Self> {
         let v: Vec<f64> = Vec::try_from(terms.to_device(Device::Cpu).to_kind(Kind::Double))?;
-        ensure!(v.len() == 7, "{} loss terms, expected 7", v.len());
-        Ok(Self {
-            total: v[0],
-            dino_local_crops_loss: v[1],
-            dino_global_crops_loss: v[2],
-            koleo_loss: v[3],
-            ibot_loss: v[4],
-            teacher_entropy: v[5],
-            teacher_marginal_entropy: v[6],
-        })
+        Self::from_slice(&v)
     }
 
     /// Every term averaged over the ranks (what dinov2 logs).
     pub fn mean_over(&self, dist: &crate::dist::Dist) -> Result<Self> {
-        let v = dist.mean_scalars(&[
+        Self::from_slice(&dist.mean_scalars(&self.to_vec())?)
+    }
+
+    /// The terms in field order (the order of [`SslMetaArch::forward`]'s stacked tensor).
+    pub fn to_vec(&self) -> Vec<f64> {
+        vec![
             self.total,
             self.dino_local_crops_loss,
             self.dino_global_crops_loss,
@@ -121,7 +117,11 @@ impl LossValues {
             self.ibot_loss,
             self.teacher_entropy,
             self.teacher_marginal_entropy,
-        ])?;
+        ]
+    }
+
+    fn from_slice(v: &[f64]) -> Result<Self> {
+        ensure!(v.len() == 7, "{} loss terms, expected 7", v.len());
         Ok(Self {
             total: v[0],
             dino_local_crops_loss: v[1],
