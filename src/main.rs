@@ -1,9 +1,6 @@
 //! `dinov2`: DINOv2 self-supervised vision training, data pipeline first.
 
 mod bench;
-mod bench_data;
-mod bench_model;
-mod bench_train;
 mod convert;
 mod demo;
 mod doctor;

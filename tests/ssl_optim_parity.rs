@@ -13,7 +13,7 @@ use trainer::optim::{
     AdamW, ParamGroup, apply_schedules, clip_grad_norm, clip_grad_norm_by_submodule,
     student_param_groups, submodule_param_groups,
 };
-use trainer::ssl_schedules::{CosineScheduler, SslScheduleParams, SslSchedules, sqrt_wrt_1024};
+use trainer::ssl::schedules::{CosineScheduler, SslScheduleParams, SslSchedules, sqrt_wrt_1024};
 
 /// The reference directory, made once per test binary; each test reads its own tensors (tch
 /// tensors cannot be shared between test threads).

@@ -11,8 +11,8 @@ use std::path::Path;
 use tch::{Device, Tensor};
 use trainer::ssl::config::SslConfig;
 use trainer::ssl::meta_arch::SslMetaArch;
+use trainer::ssl::schedules::SslScheduleValues;
 use trainer::ssl::train::{Optim, batch_tensors, meta_arch_config, train_step};
-use trainer::ssl_schedules::SslScheduleValues;
 
 #[test]
 fn two_training_iterations_match_the_reference() {

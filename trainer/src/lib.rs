@@ -14,7 +14,6 @@ pub mod probe;
 pub mod scaler;
 pub mod schedule;
 pub mod ssl;
-pub mod ssl_schedules;
 pub mod step_timer;
 pub mod summary;
 pub mod weights_io;

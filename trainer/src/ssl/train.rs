@@ -9,7 +9,7 @@ use crate::dist::{Dist, GradOverlap, registration_order};
 use crate::metrics::MetricsWriter;
 use crate::optim::{AdamW, apply_schedules, clip_grad_norm_by_submodule, student_param_groups};
 use crate::scaler::LossScaler;
-use crate::ssl_schedules::{SslScheduleParams, SslSchedules, sqrt_wrt_1024};
+use crate::ssl::schedules::{SslScheduleParams, SslSchedules, sqrt_wrt_1024};
 use crate::step_timer::{Phase, StepTimer};
 use anyhow::{Context, Result, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -364,7 +364,7 @@ pub fn train_step(
     arch: &mut SslMetaArch,
     o: &mut Optim,
     b: &SslBatch,
-    v: &crate::ssl_schedules::SslScheduleValues,
+    v: &crate::ssl::schedules::SslScheduleValues,
     dist: &Dist,
     timer: &mut StepTimer,
 ) -> Result<StepOutput> {

@@ -2,7 +2,7 @@
 //! PyTorch eager (the reference `dinov2` package, and timm's DINOv2 ViT) in the same run:
 //! every repetition times ours, then each baseline, alternately; medians are reported.
 
-use crate::bench::{default_python, median, sync};
+use super::shared::{default_python, median, sync};
 use crate::features::parse_device;
 use anyhow::{Context, Result, bail, ensure};
 use model::{DinoVisionTransformer, VitConfig};
@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::Instant;
 use tch::{Kind, Tensor, nn};
 
-const TORCH_BASELINE: &str = include_str!("../bench/torch_vit.py");
+const TORCH_BASELINE: &str = include_str!("../../bench/torch_vit.py");
 
 #[derive(clap::Args)]
 pub struct ModelArgs {

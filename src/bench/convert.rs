@@ -1,8 +1,8 @@
-//! `dinov2 bench ...`: throughput measured against a baseline side by side in one run
-//! (interleaved repetitions, medians), so that a noisy shared machine affects both alike.
+//! `dinov2 bench convert`: tree -> shards conversion against a python-lmdb writer, on a generated
+//! tree of ImageNet-sized JPEGs, interleaved repetitions and medians.
 
+use super::shared::{default_python, median};
 use anyhow::{Context, Result, bail};
-use clap::Subcommand;
 use converters::convert::{ConvertArgs, OnError, convert};
 use converters::prepare::Validate;
 use converters::source::plan_folder;
@@ -13,87 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-const PY_BASELINE: &str = include_str!("../bench/python_lmdb_writer.py");
-pub const TV_BASELINE: &str = include_str!("../bench/torchvision_loader.py");
-
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Tree -> shards conversion: dinov2 (LMDB and Arrow passthrough with decode or structure
-    /// validation, --max-side 256) against a straightforward python-lmdb writer (PIL header
-    /// only, or PIL decode), on a generated tree of ImageNet-sized JPEGs.
-    Convert {
-        /// Images in the generated tree (~400x350, ~110 KB each).
-        #[arg(long, default_value_t = 2000)]
-        images: usize,
-        /// Classes (folders) they are spread over.
-        #[arg(long, default_value_t = 20)]
-        classes: usize,
-        /// Where the tree and the outputs go (the tree is reused across runs).
-        #[arg(long, default_value = "runs/bench-convert")]
-        workdir: PathBuf,
-        /// Converter threads (default: all cores).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Interleaved repetitions of every contender; medians are reported.
-        #[arg(long, default_value_t = 3)]
-        reps: usize,
-        /// Python with python-lmdb and Pillow (default: $DINOV2_PYTHON, else the project venv).
-        #[arg(long)]
-        python: Option<PathBuf>,
-    },
-    /// Data loading throughput: images/s, crops/s, MB/s, CPU use and a per-stage breakdown,
-    /// optionally against torchvision's DataLoader on the same images (--compare).
-    Data(DataArgs),
-    /// ViT forward and forward+backward ms (default ViT-S/14, batch 8, 224 px) against PyTorch
-    /// eager (the reference dinov2 package and timm) in the same run.
-    Model(crate::bench_model::ModelArgs),
-    /// Pretraining: images/s of the whole training step against the data pipeline alone, on
-    /// the same pretraining config, in one run.
-    Train(crate::bench_train::TrainBenchArgs),
-    /// Hostile inputs: mutated checkpoints, pickles, safetensors, images, shards, manifests,
-    /// resume files, configs, overrides and metrics through every parser, in supervised worker
-    /// processes; any panic, abort, hang or outsized allocation is a finding (see the README).
-    Fuzz(crate::fuzz::FuzzArgs),
-}
-
-/// Options of `dinov2 bench data`.
-#[derive(clap::Args)]
-pub struct DataArgs {
-    /// Shard directory or class-per-subfolder image folder (default: a generated
-    /// ImageNet-like tree of --images JPEGs under --workdir).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Split of a shard directory (or subfolder of a folder tree).
-    #[arg(long, default_value = "train")]
-    pub split: String,
-    /// linear-train, linear-eval or dinov2.
-    #[arg(long, default_value = "dinov2")]
-    pub preset: String,
-    /// Loader worker threads (default: all cores).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Samples per batch.
-    #[arg(long, default_value_t = 32)]
-    pub batch: usize,
-    /// Seconds to measure (after the first batch).
-    #[arg(long, default_value_t = 20.0)]
-    pub seconds: f64,
-    /// Also run torchvision's DataLoader (ImageFolder + the reference transforms,
-    /// num_workers = --workers) on the same images and print the ratio; needs a folder tree.
-    #[arg(long)]
-    pub compare: bool,
-    /// Images of the generated tree when --data is not given.
-    #[arg(long, default_value_t = 1000)]
-    pub images: usize,
-    #[arg(long, default_value = "runs/bench-data")]
-    pub workdir: PathBuf,
-    /// Python with torch and torchvision for --compare (default: $DINOV2_PYTHON, else the project venv).
-    #[arg(long)]
-    pub python: Option<PathBuf>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
+const PY_BASELINE: &str = include_str!("../../bench/python_lmdb_writer.py");
 
 #[derive(Debug, Clone, Serialize)]
 struct Row {
@@ -103,53 +23,7 @@ struct Row {
     median_mb_per_s: f64,
 }
 
-pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
-    match cmd {
-        BenchCommand::Convert {
-            images,
-            classes,
-            workdir,
-            workers,
-            reps,
-            python,
-        } => bench_convert(images, classes, &workdir, workers, reps, python),
-        BenchCommand::Data(args) => crate::bench_data::run(args),
-        BenchCommand::Model(args) => crate::bench_model::run(args),
-        BenchCommand::Train(args) => crate::bench_train::run(args),
-        BenchCommand::Fuzz(args) => crate::fuzz::run(args),
-    }
-}
-
-/// The median of the repetitions of one contender (the upper one for an even count).
-pub fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Waits for the device's queued work (a no-op on the CPU), so that a wall-clock time covers it.
-pub fn sync(device: tch::Device) {
-    if let tch::Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
-/// The Python the baselines run in: `$DINOV2_PYTHON`, else the project venv of the checkout
-/// this binary was built in, else `python3` from the PATH (a binary run on another machine,
-/// e.g. against a GPU image's own PyTorch).
-pub fn default_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("DINOV2_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
-fn bench_convert(
+pub fn run(
     images: usize,
     classes: usize,
     workdir: &Path,

@@ -1,7 +1,7 @@
 //! `dinov2 bench data`: how fast the loader turns stored images into uint8 batches, and
 //! (`--compare`) how that compares with torchvision's DataLoader on the same images.
 
-use crate::bench::DataArgs;
+use super::shared::default_python;
 use anyhow::{Context, Result, bail};
 use converters::synth::{SynthSpec, ValLayout, generate_cached};
 use pipeline::dataset::open_dataset;
@@ -14,6 +14,47 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+const TV_BASELINE: &str = include_str!("../../bench/torchvision_loader.py");
+
+/// Options of `dinov2 bench data`.
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// Shard directory or class-per-subfolder image folder (default: a generated
+    /// ImageNet-like tree of --images JPEGs under --workdir).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Split of a shard directory (or subfolder of a folder tree).
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// linear-train, linear-eval or dinov2.
+    #[arg(long, default_value = "dinov2")]
+    pub preset: String,
+    /// Loader worker threads (default: all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Seconds to measure (after the first batch).
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Also run torchvision's DataLoader (ImageFolder + the reference transforms,
+    /// num_workers = --workers) on the same images and print the ratio; needs a folder tree.
+    #[arg(long)]
+    pub compare: bool,
+    /// Images of the generated tree when --data is not given.
+    #[arg(long, default_value_t = 1000)]
+    pub images: usize,
+    #[arg(long, default_value = "runs/bench-data")]
+    pub workdir: PathBuf,
+    /// Python with torch and torchvision for --compare (default: $DINOV2_PYTHON, else the project venv).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Debug, Serialize)]
 struct Stages {
@@ -217,13 +258,10 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
 }
 
 fn torchvision(args: &DataArgs, root: &Path, workers: usize) -> Result<f64> {
-    let python = args
-        .python
-        .clone()
-        .unwrap_or_else(super::bench::default_python);
+    let python = args.python.clone().unwrap_or_else(default_python);
     std::fs::create_dir_all(&args.workdir)?;
     let script = args.workdir.join("torchvision_loader.py");
-    std::fs::write(&script, super::bench::TV_BASELINE)?;
+    std::fs::write(&script, TV_BASELINE)?;
     eprintln!(
         "running torchvision's DataLoader for {} s ...",
         args.seconds

@@ -5,7 +5,7 @@
 //! ratio says whether the accelerator ever waits for data. Both runs also report where each
 //! step's time goes (data wait, host-to-device copy, forward + backward, optimizer, EMA).
 
-use crate::bench::{median, sync};
+use super::shared::{median, sync};
 use anyhow::{Context, Result, ensure};
 use std::path::PathBuf;
 use std::process::ExitCode;
