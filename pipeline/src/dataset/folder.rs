@@ -1,8 +1,9 @@
 //! A class-per-subfolder image tree (torchvision `ImageFolder` layout), scanned in a fixed
 //! order: classes = sorted subfolder names, files sorted by their path inside the class folder.
 
-use super::{Dataset, Record};
+use super::interface::Dataset;
 use crate::image_kind;
+use crate::shards::record::Record;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 

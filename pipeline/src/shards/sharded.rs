@@ -5,7 +5,7 @@ use super::lmdb::LmdbShard;
 use super::manifest::{Manifest, ShardEntry, ShardFormat};
 use super::open_shards::{OpenBudget, OpenShards};
 use super::record::Record;
-use crate::dataset::Dataset;
+use crate::dataset::interface::Dataset;
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
