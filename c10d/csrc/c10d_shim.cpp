@@ -88,7 +88,6 @@ struct Reducer {
     at::TensorOptions options;
     at::Tensor flat;
     int pending = 0;
-    bool launched = false;
     c10::intrusive_ptr<c10d::Work> work;
   };
   c10::intrusive_ptr<c10d::Backend> backend;
@@ -113,7 +112,6 @@ struct Reducer {
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
     k.work = backend->allreduce(v, o);
-    k.launched = true;
     launches.push_back(static_cast<int>(b));
   }
 
@@ -154,7 +152,6 @@ struct Reducer {
     for (auto& k : buckets) {
       k.flat = at::empty({k.numel}, k.options);
       k.pending = static_cast<int>(k.params.size());
-      k.launched = false;
       k.work.reset();
     }
     std::fill(filled.begin(), filled.end(), 0);

@@ -430,17 +430,16 @@ pub fn registration_order(vs: &tch::nn::VarStore, params: &[Tensor]) -> Vec<usiz
         .collect()
 }
 
-/// Tensors grouped by (dtype, device), each group in the given order.
+/// The defined, non-empty `tensors` grouped by (device, dtype), each group in the given order.
 fn by_kind(tensors: &[Tensor]) -> Vec<Vec<Tensor>> {
-    let mut groups: Vec<((Kind, Device), Vec<Tensor>)> = Vec::new();
-    for t in tensors.iter().filter(|t| t.defined() && t.numel() > 0) {
-        let key = (t.kind(), t.device());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, g)) => g.push(t.shallow_clone()),
-            None => groups.push((key, vec![t.shallow_clone()])),
-        }
-    }
-    groups.into_iter().map(|(_, g)| g).collect()
+    let nonempty: Vec<&Tensor> = tensors
+        .iter()
+        .filter(|t| t.defined() && t.numel() > 0)
+        .collect();
+    crate::tensor_groups::by_device_and_kind(&nonempty)
+        .into_iter()
+        .map(|g| g.into_iter().map(Tensor::shallow_clone).collect())
+        .collect()
 }
 
 fn buckets(group: &[Tensor]) -> Vec<Vec<Tensor>> {

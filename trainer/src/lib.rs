@@ -16,4 +16,5 @@ pub mod schedule;
 pub mod ssl;
 pub mod step_timer;
 pub mod summary;
+pub(crate) mod tensor_groups;
 pub mod weights_io;

@@ -70,7 +70,7 @@ impl LossScaler {
         let mut found = Tensor::zeros([], (Kind::Float, device));
         // torch: inv_scale = scale.double().reciprocal().float()
         let inv = Tensor::from((1.0 / self.scale) as f32);
-        for group in crate::optim::by_device_and_kind(&defined) {
+        for group in crate::tensor_groups::by_device_and_kind(&defined) {
             let d = group[0].device();
             let f = Tensor::zeros([], (Kind::Float, d));
             model::foreach::amp_unscale_(&group, &f, &inv.to_device(d))?;

@@ -15,6 +15,7 @@ use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use super::param_groups::submodule;
+use crate::tensor_groups::by_device_and_kind;
 
 /// Clips `grads` in place to a total 2-norm of at most `max_norm`; returns the total norm
 /// before clipping (a 0-dim tensor on the first gradient's device, in its dtype). The norms
@@ -40,19 +41,6 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<Tensor> {
         }
         Ok(total)
     })
-}
-
-/// Tensors grouped by (device, dtype), each group in the given order.
-pub(crate) fn by_device_and_kind<'a>(ts: &[&'a Tensor]) -> Vec<Vec<&'a Tensor>> {
-    let mut groups: Vec<((tch::Device, Kind), Vec<&Tensor>)> = Vec::new();
-    for &t in ts {
-        let key = (t.device(), t.kind());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, g)) => g.push(t),
-            None => groups.push((key, vec![t])),
-        }
-    }
-    groups.into_iter().map(|(_, g)| g).collect()
 }
 
 /// dinov2's clipping: [`clip_grad_norm`] on the gradients of each student submodule

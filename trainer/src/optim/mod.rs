@@ -7,7 +7,6 @@ mod param_groups;
 mod sgd;
 
 pub use adamw::AdamW;
-pub(crate) use clip::by_device_and_kind;
 pub use clip::{clip_grad_norm, clip_grad_norm_by_submodule};
 pub use param_groups::{
     ParamGroup, apply_schedules, student_param_groups, submodule, submodule_param_groups,
