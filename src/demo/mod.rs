@@ -12,6 +12,7 @@
 //! a finished stage leaves `stages/NAME.json`, so a rerun after an interruption skips what was
 //! done and resumes the rest (conversion and training resume from their own checkpoints).
 
+mod accuracy;
 mod data;
 mod matmul;
 mod outputs;

@@ -5,8 +5,10 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use trainer::summary::{CURVES_FILE, SUMMARY_FILE};
 
+use super::accuracy;
 use super::summary::summary_markdown;
 use super::{f, pretrain_dir, probe_run_dir};
+use trainer::plot::BarSeries;
 
 /// What [`write_outputs`] wrote.
 pub(super) struct Outputs {
@@ -55,21 +57,35 @@ pub(super) fn write_outputs(out: &Path, all: &Value) -> Result<Outputs> {
         &bars,
     )?;
     let probe_png = out.join("probe_accuracy.png");
-    trainer::plot::bar_chart(
+    let probes = list("probes");
+    let groups: Vec<String> = probes
+        .first()
+        .map(|p| accuracy::metrics(p).into_iter().map(|(m, _)| m).collect())
+        .unwrap_or_default();
+    let series: Vec<BarSeries> = probes
+        .iter()
+        .map(|p| {
+            let by_metric = accuracy::metrics(p);
+            BarSeries {
+                name: accuracy::backbone_label(p["backbone"].as_str().unwrap_or("?")),
+                values: groups
+                    .iter()
+                    .map(|g| {
+                        by_metric
+                            .iter()
+                            .find(|(m, _)| m == g)
+                            .map_or(f64::NAN, |(_, v)| *v)
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    trainer::plot::grouped_bar_chart(
         &probe_png,
-        "linear probe and k-NN top-1 (%)",
+        "val top-1 (%): pretrained vs random initialisation",
         "top-1 %",
-        &list("probes")
-            .iter()
-            .flat_map(|p| {
-                let name = p["backbone"].as_str().unwrap_or("?").to_string();
-                let mut v = vec![(format!("{name}: linear"), 100.0 * f(p, "best_top1"))];
-                for k in p["knn"].as_array().into_iter().flatten() {
-                    v.push((format!("{name}: k-NN k={}", k["k"]), 100.0 * f(k, "top1")));
-                }
-                v
-            })
-            .collect::<Vec<_>>(),
+        &groups,
+        &series,
     )?;
     let markdown = summary_markdown(all);
     let summary_md = out.join(SUMMARY_FILE);

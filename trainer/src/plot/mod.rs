@@ -13,6 +13,9 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Mutex;
 
+mod bars;
+pub use bars::{BarSeries, bar_chart, grouped_bar_chart};
+
 /// The font every chart's text is drawn with.
 pub const FONT_PATH: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 /// The Debian package that provides [`FONT_PATH`].
@@ -83,110 +86,6 @@ pub fn render(path: &Path, title: &str, panels: &[Panel]) -> Result<()> {
         root.present().map_err(draw_err)?;
     }
     write_png(path, &buf, w, h)
-}
-
-/// Draws one bar per `(label, value)` (for example images/s per pipeline stage), the value
-/// printed above each bar, and writes the PNG to `path`. Non-finite values are left out.
-pub fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]) -> Result<()> {
-    ensure_font()?;
-    let bars: Vec<(&str, f64)> = bars
-        .iter()
-        .filter(|(_, v)| v.is_finite())
-        .map(|(n, v)| (n.as_str(), *v))
-        .collect();
-    // wide enough that each bar's label fits under it
-    let longest = bars
-        .iter()
-        .map(|(n, _)| n.chars().count())
-        .max()
-        .unwrap_or(0) as u32;
-    let per_bar = 120u32.max(8 * longest + 24);
-    let w = PANEL_SIZE.0.max(per_bar * bars.len() as u32 + 120);
-    let h = PANEL_SIZE.1 + TITLE_HEIGHT;
-    let mut buf = vec![0u8; w as usize * h as usize * 3];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        let area = root
-            .titled(title, ("sans-serif", 26).into_font())
-            .map_err(draw_err)?;
-        if bars.is_empty() {
-            no_data(&area)?;
-        } else {
-            draw_bars(&area, y_label, &bars)?;
-        }
-        root.present().map_err(draw_err)?;
-    }
-    write_png(path, &buf, w, h)
-}
-
-fn draw_bars<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    y_label: &str,
-    bars: &[(&str, f64)],
-) -> Result<()> {
-    let lo = bars.iter().map(|b| b.1).fold(0.0, f64::min);
-    let hi = bars.iter().map(|b| b.1).fold(0.0, f64::max);
-    let y = if hi > lo {
-        lo - (hi - lo) * if lo < 0.0 { 0.1 } else { 0.0 }..hi + (hi - lo) * 0.12
-    } else {
-        0.0..1.0
-    };
-    // One segment per bar. An integer range needs two values at least (plotters maps a
-    // single-value range to the wrong place), so a lone bar gets an empty neighbour.
-    let last = (bars.len() as u32).saturating_sub(1).max(1);
-    let right_of = |i: u32| {
-        if i < last {
-            SegmentValue::Exact(i + 1)
-        } else {
-            SegmentValue::Last
-        }
-    };
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d((0u32..last).into_segmented(), y)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .y_desc(y_label)
-        .x_labels(bars.len() + 1)
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => bars.get(*i as usize).map_or("", |b| b.0).to_string(),
-            _ => String::new(),
-        })
-        .y_label_formatter(&|v| format_value(*v))
-        .light_line_style(RGBColor(240, 240, 240))
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 16))
-        .draw()
-        .map_err(draw_err)?;
-    let color = Palette99::pick(0);
-    chart
-        .draw_series(bars.iter().enumerate().map(|(i, &(_, v))| {
-            let i = i as u32;
-            let mut bar = Rectangle::new(
-                [(SegmentValue::Exact(i), 0.0), (right_of(i), v)],
-                color.filled(),
-            );
-            bar.set_margin(0, 0, 12, 12);
-            bar
-        }))
-        .map_err(draw_err)?;
-    let label =
-        TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
-    chart
-        .draw_series(bars.iter().enumerate().map(|(i, &(_, v))| {
-            Text::new(
-                format_value(v),
-                (SegmentValue::CenterOf(i as u32), v.max(0.0)),
-                label.clone(),
-            )
-        }))
-        .map_err(draw_err)?;
-    Ok(())
 }
 
 /// The finite points of each non-empty series (y > 0 as well on a log axis).
@@ -354,7 +253,7 @@ where
     Ok(())
 }
 
-fn no_data<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> Result<()> {
+pub(crate) fn no_data<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> Result<()> {
     let (w, h) = area.dim_in_pixel();
     let style = ("sans-serif", 22)
         .into_font()
@@ -396,11 +295,11 @@ pub fn format_value(v: f64) -> String {
     }
 }
 
-fn draw_err(e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn draw_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing the chart: {e}")
 }
 
-fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
+pub(crate) fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
     let mut png = Vec::new();
     PngEncoder::new(&mut png)
         .write_image(rgb, w, h, image::ExtendedColorType::Rgb8)
@@ -410,7 +309,7 @@ fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
 
 /// Registers DejaVu Sans as plotters' "sans-serif" family, once per process (the font data is
 /// kept for the life of the process, as plotters requires).
-fn ensure_font() -> Result<()> {
+pub(crate) fn ensure_font() -> Result<()> {
     static REGISTERED: Mutex<bool> = Mutex::new(false);
     let mut done = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
     if *done {
