@@ -7,11 +7,6 @@ mod blur;
 mod color;
 mod convolution;
 mod flip;
-#[cfg(target_arch = "x86_64")]
-mod hue_avx2;
-#[cfg(target_arch = "x86_64")]
-mod hue_avx512;
-mod planes;
 mod resize;
 mod resized_crop;
 

@@ -152,7 +152,7 @@ pub(super) unsafe fn hue_block(r: &mut [u8; 64], g: &mut [u8; 64], b: &mut [u8; 
 
 #[cfg(test)]
 mod tests {
-    use super::super::color::{hsv_to_rgb_arith, rgb_to_hsv_arith};
+    use super::super::hsv::{hsv_to_rgb_arith, rgb_to_hsv_arith};
     use super::*;
 
     fn lanes(x: __m512i) -> [i32; 16] {

@@ -1,5 +1,5 @@
 //! Pillow's HSV round trip of `adjust_hue` on eight pixels at a time with AVX2 and FMA,
-//! bit-exact with `color.rs`'s scalar transcription of Pillow's C code, in float32 only.
+//! bit-exact with `hsv.rs`'s scalar transcription of Pillow's C code, in float32 only.
 //!
 //! The quotients Pillow computes in float32 are the same IEEE divisions here; the hue sums
 //! (`2.0 + rc - bc` in double, then float) are single float32 additions of the same exact
@@ -180,7 +180,7 @@ pub(super) unsafe fn hue_block(r: &mut [u8; 64], g: &mut [u8; 64], b: &mut [u8; 
 
 #[cfg(test)]
 mod tests {
-    use super::super::color::{hsv_to_rgb_arith, rgb_to_hsv_arith};
+    use super::super::hsv::{hsv_to_rgb_arith, rgb_to_hsv_arith};
     use super::*;
 
     fn lanes(x: __m256i) -> [i32; 8] {
