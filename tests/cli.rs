@@ -89,11 +89,27 @@ fn demo_runs_the_main_job_end_to_end_and_resumes() {
         "--reps",
         "3",
     ];
-    let out = output(dinov2().arg("demo").args(small).arg("--out").arg(&dir));
+    // without the baselines' Python the demo goes on and says what was not measured
+    let out = output(
+        dinov2()
+            .arg("demo")
+            .args(small)
+            .arg("--out")
+            .arg(&dir)
+            .env("DINOV2_PYTHON", "/no/such/python"),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}\n{err}");
     assert!(text.contains("GFLOP/s"), "{text}");
+    assert!(
+        text.contains("the python-lmdb writer was not measured: no Python at /no/such/python"),
+        "{text}"
+    );
+    assert!(
+        text.contains("torchvision's DataLoader was not measured"),
+        "{text}"
+    );
     for section in [
         "## Conversion",
         "## Data pipeline",
@@ -124,11 +140,45 @@ fn demo_runs_the_main_job_end_to_end_and_resumes() {
     assert_eq!(summary["pretraining"]["iterations"], 6);
     assert!(summary["data"][1]["images_per_s"].as_f64().unwrap() > 0.0);
     assert!(summary["probes"][0]["best_top1"].as_f64().unwrap() >= 0.0);
-    // a rerun skips the finished stages
+    // a rerun skips the finished stages and runs the baselines that could not run before
     let out = output(dinov2().arg("demo").args(small).arg("--out").arg(&dir));
-    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
     assert_eq!(err.matches("done in an earlier run").count(), 8, "{err}");
+    // the summary opens with the three comparisons, each measured in this run
+    let opening = text
+        .split("## What this run shows")
+        .nth(1)
+        .and_then(|t| t.split("\n## ").next())
+        .unwrap_or_else(|| panic!("no comparisons:\n{text}"));
+    for needle in [
+        "Training ran on the CPU",
+        "1. **Conversion: ",
+        "x the usual Python script.**",
+        "2. **Data pipeline: ",
+        "x torchvision's DataLoader.**",
+        "3. **Pretraining: ",
+        "points over random initialisation.**",
+    ] {
+        assert!(opening.contains(needle), "{needle:?} missing:\n{opening}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(
+        summary["baselines"]["convert"]["images_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    for b in summary["baselines"]["loaders"].as_array().unwrap() {
+        assert!(b["images_per_s"].as_f64().unwrap() > 0.0, "{b}");
+    }
+    assert_eq!(summary["device"]["kind"], "cpu");
+    let out = output(dinov2().arg("demo").args(small).arg("--out").arg(&dir));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("done in an earlier run").count(), 11, "{err}");
 
     // `report` on the demo folder re-renders the same summary and every plot
     let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();

@@ -54,8 +54,7 @@ pub fn run(
             n_images += 1;
         }
     }
-    let script = workdir.join("python_lmdb_writer.py");
-    std::fs::write(&script, PY_BASELINE)?;
+    let script = write_python_writer(workdir)?;
     println!(
         "tree: {n_images} JPEGs, mean {:.0} KB; {workers} converter threads; {reps} interleaved reps",
         total_bytes as f64 / n_images as f64 / 1e3
@@ -84,27 +83,8 @@ pub fn run(
     };
     let py = |validate: &'static str| {
         let (python, script, train) = (python.clone(), script.clone(), train.clone());
-        Box::new(move |out: &Path| -> Result<f64> {
-            let o = Command::new(&python)
-                .arg(&script)
-                .arg("--root")
-                .arg(&train)
-                .arg("--out")
-                .arg(out.join("data.lmdb"))
-                .args(["--validate", validate])
-                .output()
-                .with_context(|| format!("running {}", python.display()))?;
-            if !o.status.success() {
-                bail!(
-                    "python baseline failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
-            }
-            let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
-            v["images_per_s"]
-                .as_f64()
-                .context("baseline printed no images_per_s")
-        }) as Box<dyn Fn(&Path) -> Result<f64>>
+        Box::new(move |out: &Path| python_writer(&python, &script, &train, out, validate))
+            as Box<dyn Fn(&Path) -> Result<f64>>
     };
     let contenders: Vec<Contender> = vec![
         ("python-lmdb, PIL header only", py("header")),
@@ -179,4 +159,42 @@ pub fn run(
     pipeline::atomic::write_atomic(&path, &serde_json::to_vec_pretty(&result)?)?;
     println!("\nwrote {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the python-lmdb writer (`bench/python_lmdb_writer.py`) into `dir`; its path.
+pub fn write_python_writer(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let script = dir.join("python_lmdb_writer.py");
+    std::fs::write(&script, PY_BASELINE)?;
+    Ok(script)
+}
+
+/// The python-lmdb writer `script` run by `python` on the class folders of `root` into
+/// `out/data.lmdb`, checking each image by `validate` (`header` or `decode`): its images/s.
+pub fn python_writer(
+    python: &Path,
+    script: &Path,
+    root: &Path,
+    out: &Path,
+    validate: &str,
+) -> Result<f64> {
+    let o = Command::new(python)
+        .arg(script)
+        .arg("--root")
+        .arg(root)
+        .arg("--out")
+        .arg(out.join("data.lmdb"))
+        .args(["--validate", validate])
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !o.status.success() {
+        bail!(
+            "python baseline failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    v["images_per_s"]
+        .as_f64()
+        .context("baseline printed no images_per_s")
 }

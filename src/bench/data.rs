@@ -227,7 +227,16 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
                 "--compare needs a class-per-subfolder image folder (torchvision's ImageFolder), not shards"
             );
         }
-        let tv = torchvision(&args, &root, workers)?;
+        let python = args.python.clone().unwrap_or_else(default_python);
+        let tv = torchvision_loader(
+            &python,
+            &args.workdir,
+            &root,
+            &args.preset,
+            workers,
+            args.batch,
+            args.seconds,
+        )?;
         result.torchvision_images_per_s = Some(tv);
         result.speedup_vs_torchvision = Some(result.images_per_s / tv);
     }
@@ -257,28 +266,35 @@ pub fn run(args: DataArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn torchvision(args: &DataArgs, root: &Path, workers: usize) -> Result<f64> {
-    let python = args.python.clone().unwrap_or_else(default_python);
-    std::fs::create_dir_all(&args.workdir)?;
-    let script = args.workdir.join("torchvision_loader.py");
+/// torchvision's DataLoader (`bench/torchvision_loader.py`: ImageFolder on `root` with the
+/// reference transforms of `preset`, `workers` worker processes, batches of `batch`) run by
+/// `python` for `seconds` after its first batch: its images/s. The script is written to `workdir`.
+pub fn torchvision_loader(
+    python: &Path,
+    workdir: &Path,
+    root: &Path,
+    preset: &str,
+    workers: usize,
+    batch: usize,
+    seconds: f64,
+) -> Result<f64> {
+    std::fs::create_dir_all(workdir)?;
+    let script = workdir.join("torchvision_loader.py");
     std::fs::write(&script, TV_BASELINE)?;
-    eprintln!(
-        "running torchvision's DataLoader for {} s ...",
-        args.seconds
-    );
-    let o = Command::new(&python)
+    eprintln!("running torchvision's DataLoader for {seconds} s ...");
+    let o = Command::new(python)
         .arg(&script)
         .arg("--root")
         .arg(root)
         .args([
             "--preset",
-            &args.preset,
+            preset,
             "--workers",
             &workers.to_string(),
             "--batch",
-            &args.batch.to_string(),
+            &batch.to_string(),
         ])
-        .args(["--seconds", &args.seconds.to_string()])
+        .args(["--seconds", &seconds.to_string()])
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !o.status.success() {

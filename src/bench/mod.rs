@@ -2,10 +2,10 @@
 //! (interleaved repetitions, medians), so that a noisy shared machine affects both alike. One
 //! file per benchmark; what they share is in `shared`.
 
-mod convert;
-mod data;
+pub(crate) mod convert;
+pub(crate) mod data;
 mod model;
-mod shared;
+pub(crate) mod shared;
 mod train;
 
 use anyhow::Result;

@@ -13,7 +13,9 @@
 //! done and resumes the rest (conversion and training resume from their own checkpoints).
 
 mod accuracy;
+mod baselines;
 mod data;
+mod headline;
 mod matmul;
 mod outputs;
 mod pretrain;
@@ -43,8 +45,8 @@ pub struct DemoArgs {
     /// Linear-probe epochs.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub probe_epochs: u32,
-    /// Seconds of each data-pipeline benchmark.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds of each data-pipeline benchmark (and of each torchvision baseline).
+    #[arg(long, default_value_t = 6.0)]
     pub bench_seconds: f64,
     /// Square matrix size of the device check.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i64).range(16..=16384))]
@@ -69,20 +71,29 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     }
     let mut metrics = MetricsWriter::append(&out.join("metrics.jsonl"))?;
     let matmul = matmul::device_check(a, &mut metrics)?;
-    // 2. tree and shards
+    let device = Compute::of(&report);
+    eprintln!("\ntraining on: {}", device.describe());
+    let python = baselines::python();
+    if let Err(e) = &python {
+        eprintln!("the baselines will not run: {e:#}");
+    }
+    // 2. tree and shards, and the python-lmdb writer on the same tree
     let tree_info = data::tree(a)?;
     let conversions = data::conversions(out)?;
+    let baseline_convert = baselines::conversion(a, &python);
     let shards = out.join("shards-arrow");
-    // 3. data pipeline
+    // 3. data pipeline, and torchvision's DataLoader on the same images
     let benches = data::benches(a, &shards)?;
+    let baseline_loaders = baselines::loaders(a, &python, &benches);
     // 4. pretraining
-    let pre = pretrain::pretrain(a, &shards)?;
+    let pre = pretrain::pretrain(a, &shards, &device)?;
     // 5. probes
-    let probes = probe::probes(a, &shards)?;
+    let probes = probe::probes(a, &shards, &device)?;
     // 6. summary and plots
     let all = json!({
-        "doctor": report, "matmul": matmul, "tree": tree_info, "conversions": conversions,
-        "data": benches, "pretraining": pre, "probes": probes,
+        "doctor": report, "matmul": matmul, "device": device, "tree": tree_info,
+        "conversions": conversions, "data": benches, "pretraining": pre, "probes": probes,
+        "baselines": {"convert": baseline_convert, "loaders": baseline_loaders},
     });
     let summary_json = out.join(SUMMARY_JSON);
     let written = outputs::write_outputs(out, &all)?;
@@ -92,6 +103,56 @@ pub fn run(a: &DemoArgs) -> Result<ExitCode> {
     written.print_paths(out);
     println!("all results:     {}", summary_json.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the demo trains: the first GPU with fp16 autocast and loss scaling (the reference's
+/// mixed precision) when there is one, else the CPU in fp32.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Compute {
+    /// `cuda` or `cpu`.
+    pub(super) kind: String,
+    /// The GPU's name, or the CPU's model.
+    pub(super) name: String,
+    pub(super) precision: String,
+}
+
+impl Compute {
+    fn of(report: &crate::doctor::Report) -> Self {
+        if tch::Cuda::is_available() {
+            let name = report
+                .cuda_driver
+                .as_ref()
+                .ok()
+                .and_then(|d| d.devices.first())
+                .map_or_else(|| "CUDA device 0".to_string(), |d| d.name.clone());
+            Self {
+                kind: "cuda".into(),
+                name,
+                precision: "fp16 autocast with loss scaling".into(),
+            }
+        } else {
+            Self {
+                kind: "cpu".into(),
+                name: format!("{}, {} cores", report.cpu_model, report.cpus_available),
+                precision: "fp32".into(),
+            }
+        }
+    }
+
+    fn is_gpu(&self) -> bool {
+        self.kind == "cuda"
+    }
+
+    /// "the GPU (NAME) with PRECISION" or "the CPU (MODEL) in fp32; no GPU was found".
+    pub(super) fn describe(&self) -> String {
+        match self.kind.as_str() {
+            "cuda" => format!("the GPU ({}) with {}", self.name, self.precision),
+            _ => format!(
+                "the CPU ({}) in {}; no GPU was found",
+                self.name, self.precision
+            ),
+        }
+    }
 }
 
 /// The demo's results file: every stage's figures, written when the last stage is done.

@@ -7,7 +7,7 @@ use trainer::metrics::read_metrics;
 use trainer::summary::CURVES_FILE;
 
 use super::stage::{dinov2, os, overrides, stage};
-use super::{DemoArgs, pretrain_dir};
+use super::{Compute, DemoArgs, pretrain_dir};
 
 /// The demo's pretraining and probe configs (the files in `configs/`), built in so that the
 /// demo runs from any directory.
@@ -26,7 +26,7 @@ pub(super) fn write_configs(out: &Path) -> Result<(std::path::PathBuf, std::path
 }
 
 /// The pretraining stage (`OUT/pretrain`).
-pub(super) fn pretrain(a: &DemoArgs, shards: &Path) -> Result<Value> {
+pub(super) fn pretrain(a: &DemoArgs, shards: &Path, device: &Compute) -> Result<Value> {
     let out = &a.out;
     let (ssl_cfg, _) = write_configs(out)?;
     let ssl = pretrain_dir(out);
@@ -65,6 +65,10 @@ pub(super) fn pretrain(a: &DemoArgs, shards: &Path) -> Result<Value> {
                 "crops.local_crops_scale=[0.1, 0.4]".into(),
                 "optim.base_lr=0.01".into(),
             ]));
+            if device.is_gpu() {
+                // fp16 autocast + loss scaling: the default of compute_precision on CUDA
+                args.extend(overrides(&["train.device=cuda".into()]));
+            }
             if ssl.join("checkpoints/latest.json").exists() {
                 args.push("--resume".into());
             }
@@ -81,7 +85,7 @@ pub(super) fn pretrain(a: &DemoArgs, shards: &Path) -> Result<Value> {
                 "iterations": last["iteration"], "first_loss": first["total_loss"], "last_loss": last["total_loss"],
                 "teacher_entropy": last["teacher_entropy"], "teacher_marginal_entropy": last["teacher_marginal_entropy"],
                 "images_per_s": last["images_per_s"], "teacher": ssl.join("teacher_backbone.safetensors"),
-                "curves": ssl.join(CURVES_FILE),
+                "curves": ssl.join(CURVES_FILE), "device": &device.kind, "precision": &device.precision,
             }))
         },
     )

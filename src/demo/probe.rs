@@ -8,10 +8,10 @@ use trainer::metrics::read_metrics;
 use trainer::summary::{CURVES_FILE, SUMMARY_FILE};
 
 use super::stage::{dinov2, os, overrides, stage};
-use super::{DemoArgs, pretrain_dir, probe_dir, probe_run_dir};
+use super::{Compute, DemoArgs, pretrain_dir, probe_dir, probe_run_dir};
 
 /// The linear probe + k-NN stages, pretrained then random (`OUT/probe-NAME`).
-pub(super) fn probes(a: &DemoArgs, shards: &Path) -> Result<Vec<Value>> {
+pub(super) fn probes(a: &DemoArgs, shards: &Path, device: &Compute) -> Result<Vec<Value>> {
     let out = &a.out;
     let ssl = pretrain_dir(out);
     let (_, probe_cfg) = super::pretrain::write_configs(out)?;
@@ -47,6 +47,10 @@ pub(super) fn probes(a: &DemoArgs, shards: &Path) -> Result<Vec<Value>> {
                 ];
                 if let Some(w) = &weights {
                     o.push(format!("Global.pretrained_model={}", w.display()));
+                }
+                if device.is_gpu() {
+                    // PASSL's O1: fp16 autocast, fp32 weights, loss scaling
+                    o.extend(["Global.device=gpu".into(), "FP16.level=O1".into()]);
                 }
                 let run_dir = probe_run_dir(out, name);
                 let mut args = os([

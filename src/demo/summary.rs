@@ -15,6 +15,8 @@ pub(super) fn summary_markdown(all: &Value) -> String {
         None => "–".into(),
     };
     let mut s = String::from("# dinov2 demo\n\n");
+    s += &super::headline::headline(all);
+    s += "\n";
     s += &format!(
         "Generated tree: {} JPEGs, {:.1} MB (ImageNet-like sizes), 10 classes.\n\n",
         tree["images"],
@@ -142,9 +144,23 @@ pub(super) fn summary_markdown(all: &Value) -> String {
             n(&c["stage_seconds"], 1),
         ]);
     }
+    let baselines = &all["baselines"];
+    rows.push(vec![
+        "baseline: python-lmdb writer".into(),
+        n(&baselines["convert"]["stage_seconds"], 1),
+    ]);
     for b in benches {
         rows.push(vec![
             format!("bench {}", b["preset"].as_str().unwrap_or("?")),
+            n(&b["stage_seconds"], 1),
+        ]);
+    }
+    for b in baselines["loaders"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            format!(
+                "baseline: torchvision DataLoader, {}",
+                b["preset"].as_str().unwrap_or("?")
+            ),
             n(&b["stage_seconds"], 1),
         ]);
     }
