@@ -1,8 +1,8 @@
-//! `dinov2 generate`: a synthetic ImageNet-like tree (synset folders of textured JPEGs with
-//! ImageNet's size and byte statistics, and a val split) to try conversion, the loader and the
-//! trainers on a machine with no dataset — the tree the demo, the benchmarks and
-//! `scripts/gpu_check.sh` use. Deterministic for a seed; a rerun with the same options reuses
-//! a finished tree (`.synth.json` marks it complete).
+//! `dinov2 generate`: a synthetic ImageNet-like tree (synset folders of JPEGs with ImageNet's
+//! size and byte statistics whose classes differ only by structure, and a val split) to try
+//! conversion, the loader and the trainers on a machine with no dataset — the tree the demo,
+//! the benchmarks and `scripts/gpu_check.sh` use. Deterministic for a seed; a rerun with the
+//! same options reuses a finished tree (`.synth.json` marks it complete).
 
 use anyhow::{Result, ensure};
 use converters::synth::{SynthSpec, ValLayout, generate_cached};

@@ -49,8 +49,9 @@ enum Command {
     /// DINOv2 pretraining of a tiny ViT, linear probe and k-NN of its teacher (and of a random
     /// backbone), summary.md and PNG plots in --out. Rerun to resume after an interruption.
     Demo(demo::DemoArgs),
-    /// Generate a synthetic ImageNet-like tree (textured JPEGs of ImageNet's sizes in synset
-    /// folders, train and val) to try the product on without a dataset.
+    /// Generate a synthetic ImageNet-like tree (JPEGs of ImageNet's sizes in synset folders,
+    /// train and val; the classes differ only by structure) to try the product on without a
+    /// dataset.
     Generate(generate::GenerateArgs),
     /// Convert an image tree into LMDB or Arrow shards.
     #[command(subcommand)]
