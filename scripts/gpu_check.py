@@ -23,6 +23,10 @@ command next to its PyTorch reference on the same machine:
   9. learning    scripts/learning_check.sh on the GPU in fp16 (scikit-learn's digits): the teacher
                  beats a random backbone in k-NN and its targets do not collapse (the dry run only
                  runs its steps, 10 iterations, unjudged)
+ 10. demo        `dinov2 demo` at its default sizes: it trains on the GPU in fp16 and says so, its
+                 summary opens with the three comparisons (conversion vs the python-lmdb writer,
+                 pipeline vs torchvision's DataLoader, pretrained vs random initialisation), each
+                 baseline measured, and pretrained beats random by >= 15 points (linear, k-NN k=20)
 
 Every step writes its figures, verdict and the exact commands into OUT/gpu_check.json and
 OUT/gpu_check.md as soon as it ends (a time-out leaves the steps done so far), and its commands'
@@ -60,6 +64,7 @@ STEPS = [
     ("nccl", "launch --nproc-per-node 1 through NCCL", 20, 90),
     ("data", "bench data, 1..16 workers, vs torchvision", 20, 120),
     ("learning", "digits pretraining in fp16 learns (k-NN vs random)", 60, 150),
+    ("demo", "dinov2 demo: trains on the GPU in fp16, the three comparisons, pretrained beats random", 60, 240),
 ]
 
 
@@ -571,6 +576,40 @@ def step_learning(ctx, step):
               r["failed"] or [r["knn_pretrained"], r["knn_random"]], "passed")
 
 
+# --- 10. demo --------------------------------------------------------------------------------
+def step_demo(ctx, step):
+    out = ctx.work / "demo"
+    args = ["demo", "--out", out]
+    if ctx.dry:
+        args += ["--images", 60, "--iterations", 4, "--probe-epochs", 1, "--bench-seconds", 0.5,
+                 "--size", 64, "--reps", 2]
+    p, secs, mem = run(ctx, step, "demo", dinov2(ctx, *args), 240, gpu_memory=True)
+    s = json.loads((out / "summary.json").read_text())
+    probes = {pr["backbone"]: pr for pr in s["probes"]}
+
+    def knn20(pr):
+        return max((k["top1"] for k in pr["knn"] if k["k"] == 20), default=0.0)
+
+    linear_gap = 100 * (probes["pretrained"]["best_top1"] - probes["random"]["best_top1"])
+    knn_gap = 100 * (knn20(probes["pretrained"]) - knn20(probes["random"]))
+    opening = p.stdout.split("## What this run shows", 1)[-1].split("\n## ", 1)[0]
+    numbered = [line for line in opening.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    step["figures"].update(wall_s=secs, device=s["device"], linear_gain_points=linear_gap,
+                           knn20_gain_points=knn_gap, pretrain_images_per_s=s["pretraining"]["images_per_s"],
+                           baselines=s["baselines"], peak_gpu_mib=mem, opening=numbered)
+    key(step, "demo: trained on; linear / k-NN k=20 gain over random initialisation; wall",
+        f"{s['device']['kind']} ({s['device']['precision']}); {linear_gap:+.1f} / {knn_gap:+.1f} points; {secs:.0f} s")
+    judge(step, "the summary opens with the three comparisons, each with its baseline measured",
+          len(numbered) == 3 and "not measured" not in opening, numbered, "3 comparisons")
+    if ctx.dry:
+        judge(step, "the dry run trains on the CPU", s["device"]["kind"] == "cpu", s["device"]["kind"], "cpu")
+    else:
+        judge(step, "the demo trains on the GPU in fp16", s["device"]["kind"] == "cuda"
+              and "fp16" in s["device"]["precision"], s["device"], "cuda, fp16")
+        judge(step, "pretrained beats random by >= 15 points, linear probe and k-NN k=20",
+              linear_gap >= 15 and knn_gap >= 15, [round(linear_gap, 1), round(knn_gap, 1)], ">= 15 each")
+
+
 # --- report ----------------------------------------------------------------------------------
 def machine(ctx):
     m = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "mode": "dry-run (CPU)" if ctx.dry else "GPU",
@@ -647,7 +686,7 @@ def main():
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--workdir", help="scratch space (default OUT/work)")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (CI)")
-    ap.add_argument("--budget", type=float, default=330.0, help="seconds for all steps")
+    ap.add_argument("--budget", type=float, default=400.0, help="seconds for all steps")
     ap.add_argument("--only", help="comma-separated step names")
     a = ap.parse_args()
     ctx = Ctx(a)

@@ -42,6 +42,7 @@ fn gpu_check_dry_run_passes_every_step_and_writes_its_report() {
         "nccl",
         "data",
         "learning",
+        "demo",
     ];
     for name in names {
         let s = &steps[name];
@@ -68,6 +69,7 @@ fn gpu_check_dry_run_passes_every_step_and_writes_its_report() {
     assert!(
         f("data", "rows").as_array().unwrap().last().unwrap()["speedup_vs_torchvision"].is_number()
     );
+    assert_eq!(f("demo", "opening").as_array().unwrap().len(), 3);
     let md = std::fs::read_to_string(out.join("gpu_check.md")).unwrap();
     for name in names {
         assert!(
