@@ -148,3 +148,77 @@ impl Scene {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::synth_pixels;
+    use super::*;
+
+    /// Every structure shows: its foreground covers a fair share of the image, not none or all.
+    #[test]
+    fn every_structure_covers_part_of_the_image() {
+        let mut rng = Xoshiro::new(5);
+        let (w, h) = (200usize, 160usize);
+        for class in 0..STRUCTURES.len() {
+            for _ in 0..8 {
+                let scene = Scene::draw(class, w, h, &mut rng);
+                let covered: f64 = (0..h)
+                    .flat_map(|y| (0..w).map(move |x| (x, y)))
+                    .map(|(x, y)| scene.coverage(x as f64, y as f64))
+                    .sum::<f64>()
+                    / (w * h) as f64;
+                assert!(
+                    (0.02..0.9).contains(&covered),
+                    "{:?} covers {covered}",
+                    scene.structure
+                );
+            }
+        }
+    }
+
+    /// Colour is no shortcut: the classes' mean colours differ by less than 0.3 of how much
+    /// the images of one class differ.
+    #[test]
+    fn the_classes_do_not_differ_in_colour() {
+        let mut rng = Xoshiro::new(11);
+        let (w, h, n) = (48usize, 40usize, 60usize);
+        let mut class_means = Vec::new();
+        let mut within = 0.0;
+        for class in 0..STRUCTURES.len() {
+            let means: Vec<[f64; 3]> = (0..n)
+                .map(|_| {
+                    let px = synth_pixels(w, h, class, &mut rng);
+                    let mut m = [0.0; 3];
+                    for p in px.chunks(3) {
+                        for c in 0..3 {
+                            m[c] += p[c] as f64 / (w * h) as f64;
+                        }
+                    }
+                    m
+                })
+                .collect();
+            let mean: [f64; 3] =
+                [0, 1, 2].map(|c| means.iter().map(|m| m[c]).sum::<f64>() / n as f64);
+            within += means
+                .iter()
+                .map(|m| (0..3).map(|c| (m[c] - mean[c]).powi(2)).sum::<f64>())
+                .sum::<f64>()
+                / n as f64;
+            class_means.push(mean);
+        }
+        let within_sd = (within / STRUCTURES.len() as f64).sqrt();
+        let k = class_means.len() as f64;
+        let grand: [f64; 3] = [0, 1, 2].map(|c| class_means.iter().map(|m| m[c]).sum::<f64>() / k);
+        let between_sd = (class_means
+            .iter()
+            .map(|m| (0..3).map(|c| (m[c] - grand[c]).powi(2)).sum::<f64>())
+            .sum::<f64>()
+            / k)
+            .sqrt();
+        // with 60 images a class, sampling alone gives about within_sd / sqrt(60) = 0.13 of it
+        assert!(
+            between_sd < 0.3 * within_sd,
+            "class means spread {between_sd:.1}, images of a class {within_sd:.1}"
+        );
+    }
+}
