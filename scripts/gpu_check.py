@@ -7,9 +7,10 @@ command next to its PyTorch reference on the same machine:
   2. features    `dinov2 features` vs the reference `dinov2` ViT-S/14 in the same PyTorch on the
                  same device: fp32 with TF32 off (max |diff| <= 1e-4), and --fp16 vs the reference
                  under torch.autocast(float16) (max and mean relative error)
-  3. probe       the seed linear-probe config (FP16.level O1): loss finite and falling, loss
-                 scale and skipped steps, top-1 above chance; a run stopped at a mid-run
-                 checkpoint and resumed ends where the uninterrupted run ends
+  3. probe       the seed linear-probe config (FP16.level O1) on a random backbone and a
+                 10-class tree whose classes differ by colour: loss finite and falling, loss scale and skipped steps,
+                 top-1 above chance; a run stopped at a mid-run checkpoint and resumed ends where
+                 the uninterrupted run ends
   4. pretrain    the seed ViT-S/14 pretraining config with compute_precision.grad_scaler:
                  no NaN, loss scale, images/s of the whole step, peak GPU memory; `dinov2 bench
                  train` (pipeline alone, the step on a pre-made batch, the step fed by the pipeline)
@@ -314,12 +315,39 @@ def probe_args(ctx, out_dir):
                  "-o", f"DataLoader.Eval.loader.num_workers={w}", "-o", "Global.device=gpu"]
     return ["train", "-c", cfg, "-o", f"Global.output_dir={out_dir}", "-o", f"Global.epochs={ctx.s['probe_epochs']}",
             "-o", "Global.print_batch_step=5", "-o", "Model.class_num=10",
-            "-o", f"DataLoader.Train.dataset.root={ctx.tree / 'train'}",
-            "-o", f"DataLoader.Eval.dataset.root={ctx.tree / 'val'}", *extra]
+            "-o", f"DataLoader.Train.dataset.root={ctx.work / 'colours' / 'train'}",
+            "-o", f"DataLoader.Eval.dataset.root={ctx.work / 'colours' / 'val'}", *extra]
+
+
+def ensure_colour_tree(ctx, step):
+    """A class-per-folder tree of 64 px PNGs whose 10 classes differ by colour (the class's
+    colour, varied by up to 40 per channel, under a grey square of clutter): what a randomly initialised backbone's linear
+    probe can learn. The generated ImageNet-like tree's classes differ only by structure, which
+    such a backbone does not see. Written with Pillow, no download."""
+    root = ctx.work / "colours"
+    if (root / ".done").exists():
+        return
+    import random
+    from PIL import Image
+    rng = random.Random(0)
+    n = {"train": ctx.s["per_class"], "val": ctx.s["val_per_class"]}
+    for split, count in n.items():
+        for c in range(10):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            colour = [(c * 67) % 256, (c * 141) % 256, (c * 29 + 90) % 256]
+            for i in range(count):
+                ground = tuple(max(0, min(255, v + rng.randrange(-40, 41))) for v in colour)
+                img = Image.new("RGB", (64, 64), ground)
+                x, y, r = rng.randrange(0, 40), rng.randrange(0, 40), rng.randrange(8, 24)
+                img.paste((rng.randrange(256),) * 3, (x, y, x + r, y + r))
+                img.save(d / f"{i:04d}.png")
+    (root / ".done").write_text("ok\n")
+    step["commands"].append("(gpu_check.py: 10-class colour tree of 64 px PNGs)")
 
 
 def step_probe(ctx, step):
-    ensure_tree(ctx, step)
+    ensure_colour_tree(ctx, step)
     base = ctx.work / "probe"
     shutil.rmtree(base, ignore_errors=True)
     a_dir, b_dir = base / "uninterrupted", base / "resumed"
