@@ -38,6 +38,10 @@ pub struct SynthSpec {
     pub val_layout: ValLayout,
     /// Add one of each bad or odd file to `train/` (see [`BAD_FILES`]).
     pub bad_files: bool,
+    /// Also give each class a colour of its own (its background and foreground are shifted
+    /// towards it): a cue a randomly initialised backbone reads, for tests of a probe's
+    /// mechanics. Off by default, where only the structure tells the classes apart.
+    pub class_tint: bool,
     pub seed: u64,
 }
 
@@ -53,6 +57,7 @@ impl Default for SynthSpec {
             quality: 90,
             val_layout: ValLayout::Folders,
             bad_files: false,
+            class_tint: false,
             seed: 0,
         }
     }
@@ -102,6 +107,12 @@ fn tinted(l: f64, tint: f64, rng: &mut Xoshiro) -> [f64; 3] {
 /// learns colour instead of shape; with tints it learns the structures (both measured in the
 /// README, "The main job").
 pub fn synth_pixels(w: usize, h: usize, class: usize, rng: &mut Xoshiro) -> Vec<u8> {
+    draw_pixels(w, h, class, false, rng)
+}
+
+/// [`synth_pixels`], with the class's own colour added when `class_tint` (see
+/// [`SynthSpec::class_tint`]).
+fn draw_pixels(w: usize, h: usize, class: usize, class_tint: bool, rng: &mut Xoshiro) -> Vec<u8> {
     let scene = Scene::draw(class, w, h, rng);
     // background and foreground lightness at least 70 apart, either way round
     let l_bg = rng.random() * 255.0;
@@ -111,7 +122,14 @@ pub fn synth_pixels(w: usize, h: usize, class: usize, rng: &mut Xoshiro) -> Vec<
             break l;
         }
     };
-    let (bg, fg) = (tinted(l_bg, 40.0, rng), tinted(l_fg, 40.0, rng));
+    let (mut bg, mut fg) = (tinted(l_bg, 40.0, rng), tinted(l_fg, 40.0, rng));
+    if class_tint {
+        let tint = [(class * 67) % 256, (class * 141) % 256, (class * 29) % 256];
+        for ch in 0..3 {
+            bg[ch] = 0.5 * bg[ch] + 0.5 * tint[ch] as f64;
+            fg[ch] = 0.5 * fg[ch] + 0.5 * tint[ch] as f64;
+        }
+    }
     // illumination: gain from `lo` to `hi` along a random direction
     let (lo, hi) = (0.6 + 0.3 * rng.random(), 0.95 + 0.3 * rng.random());
     let dir = rng.random() * 2.0 * std::f64::consts::PI;
@@ -188,7 +206,7 @@ fn encode(
 pub fn synth_jpeg(spec: &SynthSpec, class: usize, rng: &mut Xoshiro) -> Result<Vec<u8>> {
     let w = (spec.mean_width as f64 * (0.7 + 0.6 * rng.random())) as usize;
     let h = (spec.mean_height as f64 * (0.7 + 0.6 * rng.random())) as usize;
-    let px = synth_pixels(w.max(8), h.max(8), class, rng);
+    let px = draw_pixels(w.max(8), h.max(8), class, spec.class_tint, rng);
     encode(
         &px,
         w.max(8),
