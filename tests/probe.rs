@@ -1,7 +1,7 @@
 //! The linear probe end to end on a small generated dataset (`class_tint`: each class also has
-//! its own colour, which a random backbone reads): it learns
-//! far above chance, and a run interrupted after an epoch and resumed ends bit-identical
-//! (weights and metrics) to an uninterrupted one. The dinov2 grid trains many heads at once.
+//! its own colour, which a random backbone reads): it learns far above chance, and a run
+//! interrupted after an epoch and resumed ends bit-identical (weights and metrics) to an
+//! uninterrupted one. The dinov2 grid trains many heads at once.
 
 mod common;
 use common::*;
