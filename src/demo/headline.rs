@@ -24,7 +24,9 @@ fn why(b: &Value) -> String {
 /// The numbered comparisons, then where they ran.
 pub(super) fn headline(all: &Value) -> String {
     let mut s = String::from("## What this run shows\n\n");
-    let device = serde_json::from_value::<Compute>(all["device"].clone())
+    // where the pretraining ran, as its stage recorded it (a resumed demo may have trained on
+    // another machine than the one it finishes on)
+    let device = serde_json::from_value::<Compute>(all["pretraining"]["compute"].clone())
         .map_or_else(|_| "an unrecorded device".to_string(), |d| d.describe());
     s += &format!(
         "Each figure was measured in this run, side by side with its baseline on the same \

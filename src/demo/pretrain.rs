@@ -85,7 +85,7 @@ pub(super) fn pretrain(a: &DemoArgs, shards: &Path, device: &Compute) -> Result<
                 "iterations": last["iteration"], "first_loss": first["total_loss"], "last_loss": last["total_loss"],
                 "teacher_entropy": last["teacher_entropy"], "teacher_marginal_entropy": last["teacher_marginal_entropy"],
                 "images_per_s": last["images_per_s"], "teacher": ssl.join("teacher_backbone.safetensors"),
-                "curves": ssl.join(CURVES_FILE), "device": &device.kind, "precision": &device.precision,
+                "curves": ssl.join(CURVES_FILE), "compute": device,
             }))
         },
     )
